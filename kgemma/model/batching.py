@@ -1,0 +1,24 @@
+"""Grouping reviews of similar length so a batch is padded only to its longest one."""
+
+import numpy as np
+
+# Batch widths are rounded up to a multiple of this, so a compiled model sees few shapes.
+WIDTH_STEP = 64
+
+
+def padded_width(length, step=WIDTH_STEP, limit=None):
+    width = -(-int(length) // step) * step
+    return min(width, limit) if limit else width
+
+
+def length_sorted_batches(lengths, batch_size, limit, step=WIDTH_STEP):
+    """Yield `(row_indices, width)` batches of rows sorted by length.
+
+    `width` is the batch's longest length rounded up to `step`, capped at `limit`
+    (the padded sequence length), so callers can trim padding columns.
+    """
+    lengths = np.asarray(lengths)
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        yield rows, padded_width(lengths[rows].max(), step, limit=limit)

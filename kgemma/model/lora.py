@@ -1,0 +1,157 @@
+"""LoRA as a separate low-rank branch beside a frozen `EinsumDense` projection.
+
+Keras's built-in `EinsumDense.enable_lora` merges `A @ B` into the kernel before its
+einsum, so training forms the full-size kernel gradient and there is no place for
+dropout on the LoRA path. Here the branch is `dropout(x) @ A @ B * alpha / rank`,
+added to the frozen projection's output, as in Hu et al. (2021) and PEFT.
+
+The adapters are layers of their own, owned by the task model; the backbone keeps
+its plain weights, so a backbone rebuilt from its config takes the same adapters.
+"""
+
+import re
+import string
+
+import keras
+from keras import ops
+
+# Which projections each named target set adapts, by keras-hub's Gemma layer names.
+LORA_TARGETS = {
+    "query_value": ("query_dense", "value_dense"),
+    "attention": ("query_dense", "key_dense", "value_dense", "output_dense"),
+    "all": (
+        "query_dense",
+        "key_dense",
+        "value_dense",
+        "output_dense",
+        "gating_ffw",
+        "gating_ffw_2",
+        "ffw_linear",
+    ),
+}
+
+
+def _split_einsum(equation):
+    """Split `"btd,ndh->btnh"` into input, kernel and output axis letters."""
+    inputs, output = equation.split("->")
+    x_axes, kernel_axes = inputs.split(",")
+    return x_axes, kernel_axes, output
+
+
+@keras.saving.register_keras_serializable(package="kgemma")
+class LoRAAdapter(keras.layers.Layer):
+    """The low-rank update of one `EinsumDense` projection.
+
+    The kernel's axes that the input contracts are the LoRA "in" side (A), the
+    kernel's axes that reach the output are the "out" side (B): for a Gemma query
+    projection `btd,ndh->btnh`, A is `(d, rank)` and B is `(rank, n, h)`.
+
+    Args:
+        equation: the adapted layer's einsum equation.
+        kernel_shape: the adapted layer's kernel shape.
+        rank: int, the LoRA rank.
+        alpha: float, the LoRA scale numerator; the update is scaled by
+            `alpha / rank`.
+        dropout: float, dropout on the branch's input during training.
+    """
+
+    def __init__(self, equation, kernel_shape, rank=8, alpha=16.0, dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        if int(rank) < 1:
+            raise ValueError(f"lora_rank must be a positive integer, got {rank!r}.")
+        self.equation = equation
+        self.kernel_shape = tuple(kernel_shape)
+        self.rank = int(rank)
+        self.alpha = float(alpha)
+        self.dropout = float(dropout)
+        self.dropout_layer = keras.layers.Dropout(self.dropout)
+        x_axes, kernel_axes, out_axes = _split_einsum(equation)
+        r = next(c for c in string.ascii_letters if c not in equation)
+        in_axes = [a for a in kernel_axes if a in x_axes]
+        out_kernel_axes = [a for a in kernel_axes if a in out_axes]
+        batch_axes = "".join(a for a in x_axes if a not in kernel_axes)
+        dims = dict(zip(kernel_axes, self.kernel_shape))
+        self.a_equation = f"{x_axes},{''.join(in_axes)}{r}->{batch_axes}{r}"
+        self.b_equation = f"{batch_axes}{r},{r}{''.join(out_kernel_axes)}->{out_axes}"
+        self.a_shape = tuple(dims[a] for a in in_axes) + (self.rank,)
+        self.b_shape = (self.rank,) + tuple(dims[a] for a in out_kernel_axes)
+
+    def build(self, input_shape=None):
+        # A starts random and B at zero, so the adapted model starts as the base model.
+        self.lora_a = self.add_weight(
+            name="lora_a", shape=self.a_shape, initializer="he_uniform", dtype="float32"
+        )
+        self.lora_b = self.add_weight(
+            name="lora_b", shape=self.b_shape, initializer="zeros", dtype="float32"
+        )
+        self.built = True
+
+    def call(self, inputs, training=None):
+        x = self.dropout_layer(inputs, training=training)
+        low_rank = ops.einsum(self.a_equation, x, ops.cast(self.lora_a, x.dtype))
+        update = ops.einsum(self.b_equation, low_rank, ops.cast(self.lora_b, x.dtype))
+        return update * ops.cast(self.alpha / self.rank, x.dtype)
+
+    def attach(self, layer):
+        """Route `layer`'s forward pass through this adapter: `layer(x) + self(x)`."""
+        base_call = type(layer).call.__get__(layer)
+
+        def call_with_lora(inputs, training=None):
+            return base_call(inputs, training=training) + self(inputs, training=training)
+
+        layer.call = call_with_lora
+        # Not a Keras attribute: the adapter belongs to the task, not the backbone.
+        object.__setattr__(layer, "kgemma_lora", self)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "equation": self.equation,
+            "kernel_shape": list(self.kernel_shape),
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "dropout": self.dropout,
+        }
+
+
+def _natural_key(path):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def lora_target_layers(backbone, targets="query_value"):
+    """`(attribute, EinsumDense)` pairs a named target set adapts, in model order.
+
+    Layers are found by the attribute names keras-hub's Gemma attention and decoder
+    blocks give them (`query_dense`, `gating_ffw`, ...), the same in Gemma 1, 2 and 3.
+    """
+    if targets not in LORA_TARGETS:
+        raise ValueError(f"lora_targets must be one of {sorted(LORA_TARGETS)}, got {targets!r}.")
+    found = []
+    for owner in backbone._flatten_layers(include_self=False):
+        for attribute in LORA_TARGETS[targets]:
+            layer = getattr(owner, attribute, None)
+            if isinstance(layer, keras.layers.EinsumDense):
+                found.append((attribute, layer))
+    if not found:
+        raise ValueError(f"{type(backbone).__name__} has no {LORA_TARGETS[targets]} projections to adapt.")
+    return sorted(found, key=lambda pair: _natural_key(pair[1].path))
+
+
+def attach_lora(backbone, rank=8, alpha=16.0, dropout=0.1, targets="query_value"):
+    """Create one `LoRAAdapter` per target projection and attach it; return the list."""
+    adapters = []
+    for index, (attribute, layer) in enumerate(lora_target_layers(backbone, targets)):
+        if hasattr(layer, "kgemma_lora"):
+            raise ValueError(f"Layer '{layer.path}' already has a LoRA adapter attached.")
+        adapter = LoRAAdapter(
+            equation=layer.equation,
+            kernel_shape=layer.kernel.shape,
+            rank=rank,
+            alpha=alpha,
+            dropout=dropout,
+            name=f"lora_{index}_{attribute}",
+        )
+        adapter.build()
+        adapter.attach(layer)
+        adapters.append(adapter)
+    return adapters

@@ -1,0 +1,53 @@
+"""Review text clean-up (in TensorFlow, so it runs inside `tf.data`) and input checks."""
+
+import tensorflow as tf
+
+# IMDB reviews carry `<br />` line breaks and the odd HTML entity.
+_BREAK = r"(?i)<br\s*/?>"
+_TAG = r"</?[A-Za-z][^<>]*>"
+_ENTITIES = {
+    "&quot;": '"',
+    "&#39;": "'",
+    "&apos;": "'",
+    "&lt;": "<",
+    "&gt;": ">",
+    "&nbsp;": " ",
+    "&amp;": "&",  # Last, so "&amp;lt;" stays "&lt;".
+}
+
+
+def clean_review_text(texts):
+    """Replace `<br />` with a space, drop other HTML tags, decode common entities,
+    and collapse runs of white space. Works on string tensors of any shape."""
+    texts = tf.strings.regex_replace(texts, _BREAK, " ")
+    texts = tf.strings.regex_replace(texts, _TAG, "")
+    for entity, char in _ENTITIES.items():
+        texts = tf.strings.regex_replace(texts, entity, char, replace_global=True)
+    texts = tf.strings.regex_replace(texts, r"\s+", " ")
+    return tf.strings.strip(texts)
+
+
+def check_texts(texts, clean_html=True):
+    """Validate plain-Python text input; return it as a list of strings.
+
+    Raises a `TypeError` or `ValueError` that names the offending position.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}.")
+    if not texts:
+        raise ValueError("No texts given: pass at least one review.")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, not a string.")
+    cleaned = clean_review_text(tf.constant(texts)) if clean_html else tf.strings.strip(texts)
+    empty = [i for i, t in enumerate(cleaned.numpy()) if not t]
+    if len(empty) == len(texts):
+        raise ValueError("Every text in the batch is empty (after HTML clean-up).")
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+        raise ValueError(f"Empty text at position(s) {shown} (after HTML clean-up).")
+    return texts

@@ -1,0 +1,48 @@
+"""Turn the `preset` argument of `from_preset` into something keras-hub can load."""
+
+from pathlib import Path
+
+from kgemma.presets.embedded import embedded_preset_dir
+from kgemma.presets.embedded import gguf_preset_dir
+
+REMOTE_SCHEMES = ("kaggle://", "hf://", "gs://", "modelscope://")
+
+
+def known_gemma_presets():
+    """keras-hub's built-in preset names for the Gemma backbones kgemma supports."""
+    import keras_hub
+
+    names = set(keras_hub.models.GemmaBackbone.presets)
+    names |= set(keras_hub.models.Gemma3Backbone.presets)
+    return sorted(names)
+
+
+def resolve_preset(preset=None):
+    """Return a preset handle (name, URI or local directory) for keras-hub.
+
+    Args:
+        preset: `None` for the embedded Gemma 3 270M; a keras-hub Gemma preset name
+            (e.g. `"gemma_2b_en"`); a `kaggle://`, `hf://` or `gs://` handle; a local
+            preset directory; or a path to a `.gguf` file.
+    """
+    if preset is None:
+        return str(embedded_preset_dir())
+    if not isinstance(preset, (str, Path)):
+        raise TypeError(f"preset must be a string or path, got {type(preset).__name__}.")
+    preset = str(preset)
+    if preset.startswith(REMOTE_SCHEMES):
+        return preset
+    path = Path(preset).expanduser()
+    if preset.lower().endswith(".gguf"):
+        return str(gguf_preset_dir(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a keras-hub preset directory (no config.json).")
+        return str(path)
+    known = known_gemma_presets()
+    if preset in known:
+        return preset
+    raise ValueError(
+        f"Unknown preset '{preset}'. Use None for the embedded Gemma 3 270M, a .gguf path, "
+        f"a preset directory, a kaggle:// or hf:// handle, or one of: {', '.join(known)}."
+    )

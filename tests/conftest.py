@@ -1,0 +1,107 @@
+"""Shared fixtures: tiny random Gemma 1/2 and Gemma 3 backbones with a tiny
+SentencePiece vocabulary trained here, and paths to the real data and model."""
+
+import io
+import os
+from pathlib import Path
+
+import keras
+import keras_hub
+import pytest
+import sentencepiece
+
+REPO = Path(__file__).resolve().parents[1]
+IMDB_DIR = Path(os.environ.get("KGEMMA_IMDB_DIR", REPO.parent / "shared" / "data" / "imdb"))
+
+CORPUS = [
+    "A wonderful, moving film with great acting and a clever script.",
+    "Two hours I will never get back. The plot was dull and the acting terrible.",
+    "I loved the music but the ending was weak; still, a good movie overall.",
+    "Not bad at all, though the director should have cut twenty minutes.",
+    "The worst movie of the year. Boring, predictable, and far too long.",
+    "Brilliant! Oh great, another sequel nobody asked for. Yeah right.",
+    "The cast was superb and the story kept me hooked until the very end.",
+]
+
+
+@pytest.fixture(scope="session")
+def spm_proto():
+    """A 400-piece BPE (256 of them byte fallbacks) SentencePiece model with Gemma's special tokens."""
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 20),
+        model_writer=model,
+        vocab_size=400,
+        model_type="bpe",
+        byte_fallback=True,
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        unk_piece="<unk>",
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def tiny_backbone(kind, vocabulary_size, seed=0):
+    keras.utils.set_random_seed(seed)
+    common = dict(
+        vocabulary_size=vocabulary_size,
+        num_layers=2,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+        head_dim=8,
+    )
+    if kind == "gemma":
+        return keras_hub.models.GemmaBackbone(**common)
+    return keras_hub.models.Gemma3Backbone(
+        image_size=None,
+        use_post_ffw_norm=True,
+        use_post_attention_norm=True,
+        use_sliding_window_attention=True,
+        sliding_window_size=4,
+        **common,
+    )
+
+
+def tiny_tokenizer(kind, proto):
+    if kind == "gemma":
+        return keras_hub.models.GemmaTokenizer(proto=proto)
+    return keras_hub.models.Gemma3Tokenizer(proto=proto, has_vision_tokens=False)
+
+
+@pytest.fixture(params=["gemma", "gemma3"])
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def make_classifier(spm_proto):
+    """Factory: a tiny classifier of the given kind; same seed gives same weights."""
+    from kgemma import GemmaSentimentClassifier
+    from kgemma import GemmaSentimentClassifierPreprocessor
+
+    def make(kind="gemma3", seed=0, sequence_length=32, truncation="head", **kwargs):
+        tokenizer = tiny_tokenizer(kind, spm_proto)
+        backbone = tiny_backbone(kind, tokenizer.vocabulary_size(), seed=seed)
+        preprocessor = GemmaSentimentClassifierPreprocessor(
+            tokenizer, sequence_length=sequence_length, truncation=truncation
+        )
+        keras.utils.set_random_seed(seed + 1)
+        return GemmaSentimentClassifier(backbone=backbone, preprocessor=preprocessor, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def imdb_dir():
+    if not (IMDB_DIR / "test.jsonl.gz").is_file():
+        pytest.skip(f"real IMDB data not found in {IMDB_DIR} (set KGEMMA_IMDB_DIR)")
+    return IMDB_DIR

@@ -1,0 +1,100 @@
+import keras
+import numpy as np
+import pytest
+
+from kgemma import LoRAAdapter
+
+HEAD = 2 * 16 + (16 * 2 + 2)  # pooled LayerNorm + dense head of the tiny models
+# LoRA parameters of the tiny models at rank 8, counted by hand: per layer,
+# query A(16x8) B(8x2x8) = 256, value/key A(16x8) B(8x1x8) = 192, output A(2x8x8) B(8x16) = 256,
+# Gemma 3 gates A(16x8) B(8x32) = 384 each, down A(32x8) B(8x16) = 384;
+# Gemma 1/2 halves the gate width: gates A(16x8) B(8x16) = 256 each, down A(16x8) B(8x16) = 256.
+EXPECTED_LORA = {
+    ("gemma3", "query_value"): 2 * (256 + 192),
+    ("gemma3", "attention"): 2 * (256 + 192 + 192 + 256),
+    ("gemma3", "all"): 2 * (256 + 192 + 192 + 256 + 3 * 384),
+    ("gemma", "query_value"): 2 * (256 + 192),
+    ("gemma", "attention"): 2 * (256 + 192 + 192 + 256),
+    ("gemma", "all"): 2 * (256 + 192 + 192 + 256 + 3 * 256),
+}
+
+
+def count(weights):
+    return sum(int(np.prod(w.shape)) for w in weights)
+
+
+@pytest.mark.parametrize(
+    "equation,kernel_shape,input_shape",
+    [
+        ("btd,ndh->btnh", (4, 8, 3), (2, 5, 8)),
+        ("bsd,kdh->bskh", (1, 8, 3), (2, 5, 8)),
+        ("btnh,nhd->btd", (4, 3, 8), (2, 5, 4, 3)),
+        ("btd,df->btf", (8, 6), (2, 5, 8)),
+    ],
+)
+def test_lora_branch_equals_merged_kernel_update(equation, kernel_shape, input_shape):
+    adapter = LoRAAdapter(equation, kernel_shape, rank=2, alpha=6.0, dropout=0.0)
+    adapter.build()
+    rng = np.random.default_rng(0)
+    adapter.lora_b.assign(rng.normal(size=adapter.b_shape))
+    x = rng.normal(size=input_shape).astype("float32")
+    # Reference: the classic "W + (alpha / r) * A @ B" delta, built in the kernel's own axis order.
+    a = np.asarray(adapter.lora_a).reshape(-1, 2)
+    b = np.asarray(adapter.lora_b).reshape(2, -1)
+    x_axes, rest = equation.split(",")
+    kernel_axes, out_axes = rest.split("->")
+    in_axes = [c for c in kernel_axes if c in x_axes]
+    dims = dict(zip(kernel_axes, kernel_shape))
+    delta = (a @ b).reshape([dims[c] for c in in_axes] + [dims[c] for c in kernel_axes if c not in in_axes])
+    delta_axes = "".join(in_axes) + "".join(c for c in kernel_axes if c not in in_axes)
+    delta = np.einsum(f"{delta_axes}->{kernel_axes}", delta) * (6.0 / 2)
+    expected = np.einsum(equation, x, delta)
+    np.testing.assert_allclose(np.asarray(adapter(x)), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("targets", ["query_value", "attention", "all"])
+def test_trainable_parameter_counts_are_exact(make_classifier, kind, targets):
+    clf = make_classifier(kind, lora_targets=targets)
+    assert count(clf.trainable_weights) == EXPECTED_LORA[(kind, targets)] + HEAD
+    assert count(clf.weights) == clf.backbone.count_params() + EXPECTED_LORA[(kind, targets)] + HEAD
+
+
+def test_rank_zero_trains_the_head_alone(make_classifier):
+    clf = make_classifier(lora_rank=0)
+    assert clf.lora_adapters == []
+    assert count(clf.trainable_weights) == HEAD
+
+
+def test_fresh_adapters_leave_the_backbone_output_unchanged(make_classifier, kind):
+    clf = make_classifier(kind)
+    x = clf.preprocessor(["A wonderful film.", "Dull and far too long."])
+    with_lora = np.asarray(clf.backbone(x))
+    for adapter in clf.lora_adapters:
+        adapter.lora_b.assign(np.ones(adapter.b_shape))
+    changed = np.asarray(clf.backbone(x))
+    assert not np.allclose(with_lora, changed)
+    for adapter in clf.lora_adapters:
+        adapter.lora_b.assign(np.zeros(adapter.b_shape))
+    # B = 0 gives back exactly the frozen model.
+    np.testing.assert_allclose(np.asarray(clf.backbone(x)), with_lora, rtol=1e-6)
+
+
+def test_a_training_step_changes_only_lora_and_head_weights(make_classifier, kind):
+    clf = make_classifier(kind)
+    clf.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = {w.path: np.array(w.numpy()) for w in clf.weights}
+    trainable = {w.path for w in clf.trainable_weights}
+    clf.train_on_batch(["A wonderful film.", "Dull and far too long.", "Loved it.", "Awful."], np.array([1, 0, 1, 0]))
+    changed = {w.path for w in clf.weights if not np.array_equal(before[w.path], w.numpy())}
+    assert changed, "nothing trained"
+    assert changed <= trainable
+    lora_paths = {w.path for a in clf.lora_adapters for w in a.weights}
+    assert changed & lora_paths, "no LoRA weight moved"
+    assert all(not w.trainable for w in clf.backbone.weights)
+
+
+def test_bad_lora_settings_are_refused(make_classifier):
+    with pytest.raises(ValueError, match="lora_targets must be one of"):
+        make_classifier(lora_targets="everything")
+    with pytest.raises(ValueError, match="lora_rank must be a non-negative integer"):
+        make_classifier(lora_rank=-1)

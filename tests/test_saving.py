@@ -1,0 +1,96 @@
+import keras
+import numpy as np
+import pytest
+
+REVIEWS = ["A wonderful, moving film.", "Two hours I will never get back.", "Loved the music."]
+
+
+def trained(clf):
+    """Move LoRA and head weights off their initial values."""
+    rng = np.random.default_rng(7)
+    for w in clf.trainable_weights:
+        w.assign(rng.normal(scale=0.3, size=w.shape))
+    return clf
+
+
+def test_keras_file_round_trip_gives_identical_predictions(make_classifier, kind, tmp_path):
+    clf = trained(make_classifier(kind, pooling="last", lora_targets="attention"))
+    path = tmp_path / "model.keras"
+    clf.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored).__name__ == "GemmaSentimentClassifier"
+    assert restored.pooling == "last" and restored.lora_targets == "attention"
+    np.testing.assert_allclose(restored.predict_proba(REVIEWS), clf.predict_proba(REVIEWS), atol=1e-6)
+    assert len(restored.trainable_weights) == len(clf.trainable_weights)
+
+
+def test_adapter_round_trip(make_classifier, kind, tmp_path):
+    clf = trained(make_classifier(kind))
+    path = clf.save_adapter(tmp_path / "adapter.npz")
+    fresh = make_classifier(kind)  # same base weights, untrained LoRA and head
+    assert not np.allclose(fresh.predict_proba(REVIEWS), clf.predict_proba(REVIEWS))
+    fresh.load_adapter(path)
+    np.testing.assert_allclose(fresh.predict_proba(REVIEWS), clf.predict_proba(REVIEWS), atol=1e-6)
+
+
+def test_adapter_holds_only_lora_and_head(make_classifier, tmp_path):
+    clf = make_classifier()
+    path = clf.save_adapter(tmp_path / "adapter.npz")
+    stored = np.load(path)
+    n_values = sum(stored[k].size for k in stored.files if not k.startswith("__"))
+    assert n_values == sum(int(np.prod(w.shape)) for w in clf.trainable_weights)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(lora_rank=4), "lora_rank=8 but this classifier has lora_rank=4"),
+        (dict(lora_targets="all"), "lora_targets"),
+        (dict(seed=5), "different base model"),
+    ],
+)
+def test_adapter_refuses_an_incompatible_classifier(make_classifier, tmp_path, change, message):
+    path = trained(make_classifier()).save_adapter(tmp_path / "adapter.npz")
+    other = make_classifier(**change)
+    before = [w.numpy().copy() for w in other.weights]
+    with pytest.raises(ValueError, match=message):
+        other.load_adapter(path)
+    # A refused load changes nothing.
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, other.weights))
+
+
+def test_adapter_refuses_another_backbone_class(make_classifier, tmp_path):
+    path = make_classifier("gemma").save_adapter(tmp_path / "adapter.npz")
+    with pytest.raises(ValueError, match="trained on a GemmaBackbone"):
+        make_classifier("gemma3").load_adapter(path)
+
+
+def test_bad_adapter_files_get_clear_errors(make_classifier, tmp_path):
+    clf = make_classifier()
+    with pytest.raises(FileNotFoundError, match="Adapter file not found"):
+        clf.load_adapter(tmp_path / "missing.npz")
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="corrupt or not .npz"):
+        clf.load_adapter(corrupt)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a kgemma adapter"):
+        clf.load_adapter(foreign)
+    with pytest.raises(ValueError, match="end in .npz"):
+        clf.save_adapter(tmp_path / "adapter.bin")
+
+
+def test_failed_adapter_save_keeps_the_previous_file(make_classifier, tmp_path, monkeypatch):
+    clf = make_classifier()
+    path = clf.save_adapter(tmp_path / "adapter.npz")
+    original = path.read_bytes()
+
+    def broken_savez(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        trained(clf).save_adapter(path)
+    assert path.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter.npz"]
