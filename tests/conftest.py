@@ -105,3 +105,31 @@ def imdb_dir():
     if not (IMDB_DIR / "test.jsonl.gz").is_file():
         pytest.skip(f"real IMDB data not found in {IMDB_DIR} (set KGEMMA_IMDB_DIR)")
     return IMDB_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_preset(tmp_path_factory, spm_proto):
+    """A tiny Gemma 3 saved as a keras-hub preset folder, for the command-line tools."""
+    path = tmp_path_factory.mktemp("tiny_preset")
+    tokenizer = tiny_tokenizer("gemma3", spm_proto)
+    backbone = tiny_backbone("gemma3", tokenizer.vocabulary_size(), seed=0)
+    backbone.save_to_preset(str(path))
+    tokenizer.save_to_preset(str(path))
+    return path
+
+
+def write_jsonl(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def review_rows():
+    """Labelled rows built from the corpus, varied in length, balanced by label."""
+    rows = []
+    for i in range(240):
+        text = " ".join(CORPUS[j % len(CORPUS)] for j in range(i % 5 + 1 + i % 3))
+        rows.append({"text": f"Review {i}. {text}", "label": i % 2, "id": i, "rating": 8 if i % 2 else 2})
+    return rows

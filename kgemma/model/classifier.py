@@ -199,17 +199,22 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         if self.preprocessor is None:
             raise ValueError("predict_proba needs a preprocessor; this classifier has none.")
         texts = check_texts(texts, clean_html=self.preprocessor.clean_html)
-        features = self.preprocessor(texts)
+        logits = self.logits_for_features(self.preprocessor(texts), batch_size=batch_size)
+        if self.activation == keras.activations.softmax:
+            return logits
+        return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+
+    def logits_for_features(self, features, batch_size=8):
+        """Model outputs for preprocessed `{"token_ids", "padding_mask"}` arrays,
+        scored in length-sorted batches trimmed of padding, in the original order."""
         token_ids = np.asarray(features["token_ids"])
         padding_mask = np.asarray(features["padding_mask"])
-        logits = np.zeros((len(texts), self.num_classes), dtype="float32")
+        logits = np.zeros((len(token_ids), self.num_classes), dtype="float32")
         for rows, width in length_sorted_batches(padding_mask.sum(axis=1), batch_size, limit=token_ids.shape[1]):
             batch = {"token_ids": token_ids[rows, :width], "padding_mask": padding_mask[rows, :width]}
             # keras.Model's own predict_on_batch: the batch is already preprocessed.
             logits[rows] = keras.ops.convert_to_numpy(keras.Model.predict_on_batch(self, batch))
-        if self.activation == keras.activations.softmax:
-            return logits
-        return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+        return logits
 
     def classify(self, texts, batch_size=8):
         """Label name and probability of the predicted class for each text."""

@@ -1,0 +1,1 @@
+"""Command-line interfaces; they depend on everything and nothing depends on them."""

@@ -1,0 +1,7 @@
+"""Fine-tuning: the report's recipe as defaults, resumable, with history and summary."""
+
+from kgemma.training.config import TrainingConfig
+from kgemma.training.run import load_training_data
+from kgemma.training.run import run_training
+from kgemma.training.trainer import fit
+from kgemma.training.trainer import make_optimizer

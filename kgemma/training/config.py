@@ -1,0 +1,90 @@
+"""Training settings, with the fine-tuning report's hyperparameters as defaults."""
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainingConfig:
+    """How to fine-tune a `GemmaSentimentClassifier`.
+
+    The defaults are the report's recipe: LoRA rank 8, alpha 16, dropout 0.1 on
+    query and value; AdamW at 2e-4; 3 epochs; gradient accumulation 1; early
+    stopping with patience 5 on validation loss, restoring the best weights; a
+    stratified 90% / 10% train / validation split.
+
+    Args:
+        epochs: passes over the training rows.
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        schedule: `"constant"` or `"cosine"` (decay to zero after warmup).
+        warmup_steps: optimizer steps of linear warmup from zero.
+        batch_size: reviews per step.
+        gradient_accumulation_steps: steps whose gradients are summed per update.
+        early_stopping_patience: epochs without a better validation loss before stopping.
+        validation_fraction: share of the training rows held out for validation.
+        max_examples: use a stratified, seeded sample of this many training rows.
+        sequence_length: tokens per review, `<bos>` included.
+        truncation: `"head"`, `"tail"` or `"head_tail"`.
+        pooling: `"mean"` or `"last"`.
+        dropout: dropout before the classification head.
+        lora_rank, lora_alpha, lora_dropout, lora_targets: the LoRA settings.
+        seed: seeds the split, the sample, the shuffling and the initial weights.
+        checkpoint_every: steps between resumable checkpoints (and at each epoch end).
+        drop_overlap: drop training rows whose text also occurs in the evaluation split.
+        price_per_hour: optional machine price, for the run summary's cost estimate.
+    """
+
+    epochs: int = 3
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    early_stopping_patience: int = 5
+    validation_fraction: float = 0.1
+    max_examples: int = None
+    sequence_length: int = 256
+    truncation: str = "head"
+    pooling: str = "mean"
+    dropout: float = 0.1
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_targets: str = "query_value"
+    seed: int = 0
+    checkpoint_every: int = 25
+    drop_overlap: bool = False
+    price_per_hour: float = None
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}.")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown training settings: {unknown}.")
+        return cls(**values)
+
+    def classifier_options(self):
+        """The `GemmaSentimentClassifier.from_preset` arguments this config sets."""
+        names = ("sequence_length", "truncation", "pooling", "dropout", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
+        return {name: getattr(self, name) for name in names}
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2)

@@ -1,0 +1,75 @@
+"""Per-step and per-epoch training history, saved as JSON, CSV and a learning-curve PNG."""
+
+import csv
+import json
+from pathlib import Path
+
+STEP_FIELDS = ("global_step", "epoch", "step", "reviews", "loss", "accuracy", "learning_rate", "reviews_per_s")
+EPOCH_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+class History:
+    """What a run recorded; `steps` and `epochs` are lists of dicts."""
+
+    def __init__(self, steps=None, epochs=None):
+        self.steps = list(steps or [])
+        self.epochs = list(epochs or [])
+
+    @classmethod
+    def load(cls, run_dir, up_to_step=None):
+        """The history saved in `run_dir`, trimmed to `up_to_step` (the last checkpoint)."""
+        path = Path(run_dir) / "history.json"
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text())
+        steps = [s for s in data["steps"] if up_to_step is None or s["global_step"] <= up_to_step]
+        return cls(steps, data["epochs"])
+
+    def epoch_steps(self, epoch):
+        return [s for s in self.steps if s["epoch"] == epoch]
+
+    def save(self, run_dir):
+        run_dir = Path(run_dir)
+        (run_dir / "history.json").write_text(json.dumps({"steps": self.steps, "epochs": self.epochs}, indent=1))
+        for name, fields, rows in (
+            ("history_steps.csv", STEP_FIELDS, self.steps),
+            ("history_epochs.csv", EPOCH_FIELDS, self.epochs),
+        ):
+            with open(run_dir / name, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+
+    def plot(self, path):
+        """Training loss and accuracy per step (smoothed) with validation per epoch."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        steps = [s["global_step"] for s in self.steps]
+        per_epoch = max((len(self.epoch_steps(e["epoch"])) for e in self.epochs), default=0)
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            values = [s[key] for s in self.steps]
+            ax.plot(steps, values, color="tab:blue", alpha=0.25, lw=0.8, label=f"train {key} (step)")
+            ax.plot(steps, _running_mean(values, 20), color="tab:blue", label=f"train {key} (mean of 20)")
+            if self.epochs:
+                ends = [(e["epoch"] + 1) * per_epoch for e in self.epochs]
+                ax.plot(ends, [e[f"val_{key}"] for e in self.epochs], "o-", color="tab:orange", label=f"validation {key}")
+            ax.set_xlabel("training step")
+            ax.set_title(key)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+
+
+def _running_mean(values, window):
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out

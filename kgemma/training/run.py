@@ -1,0 +1,120 @@
+"""A whole training run: data, model, fit, and the files a user keeps."""
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kgemma.data import drop_overlap
+from kgemma.data import load_imdb
+from kgemma.data import overlap_report
+from kgemma.data import read_reviews
+from kgemma.data import stratified_sample
+from kgemma.data import train_validation_split
+from kgemma.model import GemmaSentimentClassifier
+from kgemma.training.trainer import fit
+from kgemma.training.trainer import read_progress
+
+RUN_FILE = "run.json"
+
+
+def load_training_data(source, config, data_dir=None, eval_source=None, **fields):
+    """Training and validation `Reviews` and a data report.
+
+    For an IMDB source (tfds or a folder) the test split is read only to report,
+    and optionally drop, training rows whose text also occurs in it; it is never
+    trained or tuned on.
+    """
+    is_file = source not in (None, "tfds") and Path(source).is_file()
+    reviews = read_reviews(source, **fields) if is_file else load_imdb("train", source, data_dir, **fields)
+    report = {"source": reviews.source, "rows": len(reviews)}
+    evaluation = None
+    if eval_source is not None:
+        evaluation = read_reviews(eval_source, **fields)
+    elif not is_file:
+        evaluation = load_imdb("test", source, data_dir, **fields)
+    if evaluation is not None:
+        report["overlap_with_evaluation"] = overlap_report(reviews, evaluation)
+        if config.drop_overlap:
+            reviews = drop_overlap(reviews, evaluation)
+            report["rows_after_dropping_overlap"] = len(reviews)
+    if config.max_examples:
+        reviews = stratified_sample(reviews, config.max_examples, seed=config.seed)
+    train, validation = train_validation_split(reviews, config.validation_fraction, seed=config.seed)
+    report.update(train=len(train), validation=len(validation), train_labels=train.label_counts())
+    return train, validation, report
+
+
+def _check_run_dir(run_dir, run_settings, resume):
+    """Refuse to overwrite a run, or to resume one with different settings."""
+    saved = run_dir / RUN_FILE
+    if not resume:
+        if saved.is_file():
+            raise FileExistsError(
+                f"{run_dir} already holds a run; pass --resume to continue it, or choose another output folder."
+            )
+        return
+    if not saved.is_file() or read_progress(run_dir) is None:
+        raise FileNotFoundError(f"Nothing to resume in {run_dir}: no run with a checkpoint there.")
+    previous = json.loads(saved.read_text())
+    changed = sorted(k for k in run_settings if previous.get(k) != run_settings[k])
+    if changed:
+        raise ValueError(f"{run_dir} was started with different settings ({', '.join(changed)}); resume it with the same ones.")
+
+
+def run_training(config, output_dir, preset=None, data_source=None, data_dir=None, resume=False, save_keras=True, verbose=1, **fields):
+    """Fine-tune on IMDB (or a labelled file) and write the run's outputs.
+
+    Outputs in `output_dir`: `adapter.npz`, `model.keras` (if `save_keras`),
+    `history.json`/`history_steps.csv`/`history_epochs.csv`, `learning_curve.png`,
+    `summary.json`, `run.json` (settings), `checkpoint.npz` (resumable state).
+    """
+    started = time.perf_counter()
+    run_dir = Path(output_dir)
+    run_settings = {
+        "config": config.to_dict(),
+        "preset": None if preset is None else str(preset),
+        "data_source": None if data_source is None else str(data_source),
+        "fields": fields,
+    }
+    _check_run_dir(run_dir, run_settings, resume)
+    train, validation, data_report = load_training_data(data_source, config, data_dir, **fields)
+    # Seed before building: it fixes the LoRA and head initialization.
+    keras.utils.set_random_seed(config.seed)
+    classifier = GemmaSentimentClassifier.from_preset(preset, **config.classifier_options())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_FILE).write_text(json.dumps(run_settings, indent=2))
+    history, progress = fit(classifier, train, validation, config, run_dir, resume=resume, verbose=verbose)
+
+    classifier.save_adapter(run_dir / "adapter.npz")
+    if save_keras:
+        classifier.save(run_dir / "model.keras")
+    history.plot(run_dir / "learning_curve.png")
+    summary = _summary(classifier, config, data_report, history, progress, time.perf_counter() - started)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return classifier, summary
+
+
+def _summary(classifier, config, data_report, history, progress, wall_seconds):
+    reviews_trained = sum(s["reviews"] for s in history.steps)
+    train_seconds = progress["train_seconds"]
+    best = next((e for e in history.epochs if e["epoch"] == progress["best_epoch"]), None)
+    price = config.price_per_hour
+    return {
+        "data": data_report,
+        "steps": len(history.steps),
+        "epochs_run": len(history.epochs),
+        "reviews_trained": reviews_trained,
+        "train_seconds": round(train_seconds, 1),
+        "wall_seconds_this_session": round(wall_seconds, 1),
+        "train_reviews_per_s": round(reviews_trained / train_seconds, 3) if train_seconds else None,
+        "trainable_params": int(sum(np.prod(w.shape) for w in classifier.trainable_weights)),
+        "total_params": int(classifier.count_params()),
+        "best_epoch": None if progress["best_epoch"] is None else progress["best_epoch"] + 1,
+        "best_validation": best and {"loss": best["val_loss"], "accuracy": best["val_accuracy"]},
+        "price_per_hour": price,
+        # Training steps only, summed over resumed sessions: the figure the report quoted.
+        "estimated_training_cost": round(price * train_seconds / 3600, 4) if price else None,
+    }

@@ -1,0 +1,187 @@
+"""The training loop: Keras's compiled train step over length-bucketed batches,
+with step-exact resumable checkpoints, validation each epoch and early stopping."""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kgemma.training.batches import epoch_batches
+from kgemma.training.checkpoint import load_state
+from kgemma.training.checkpoint import save_state
+from kgemma.training.history import History
+
+CHECKPOINT = "checkpoint.npz"
+
+
+def make_optimizer(config, total_steps):
+    """AdamW with an optional linear warmup, then constant or cosine-decayed."""
+    lr = config.learning_rate
+    warmup = min(config.warmup_steps, max(total_steps - 1, 0))
+    if config.schedule == "cosine" or warmup:
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else lr,
+            decay_steps=max(total_steps - warmup, 1),
+            alpha=0.0 if config.schedule == "cosine" else 1.0,  # alpha 1: no decay.
+            warmup_target=lr if warmup else None,
+            warmup_steps=warmup,
+        )
+    accumulation = config.gradient_accumulation_steps
+    return keras.optimizers.AdamW(
+        learning_rate=lr,
+        weight_decay=config.weight_decay,
+        gradient_accumulation_steps=accumulation if accumulation > 1 else None,
+    )
+
+
+def tokenize(preprocessor, texts, chunk=512):
+    """Token ids and padding masks for all texts, as numpy arrays."""
+    ids, masks = [], []
+    for start in range(0, len(texts), chunk):
+        x = preprocessor(texts[start : start + chunk])
+        ids.append(np.asarray(x["token_ids"]))
+        masks.append(np.asarray(x["padding_mask"]))
+    return {"token_ids": np.concatenate(ids), "padding_mask": np.concatenate(masks)}
+
+
+def loss_and_accuracy(logits, labels):
+    """Mean cross-entropy and accuracy of logits against integer labels."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[np.arange(len(labels)), labels].mean()
+    return float(loss), float((logits.argmax(axis=1) == labels).mean())
+
+
+def _fresh_progress():
+    return {
+        "epoch": 0,
+        "step": 0,
+        "global_step": 0,
+        "train_seconds": 0.0,
+        "best_val_loss": None,
+        "best_epoch": None,
+        "epochs_without_improvement": 0,
+        "finished": False,
+    }
+
+
+def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1):
+    """Fine-tune `classifier` on `train` (`Reviews`), validating on `validation`.
+
+    Writes `checkpoint.npz` every `config.checkpoint_every` steps and at each epoch
+    end, and `history.*` alongside; with `resume=True` it continues from the last
+    checkpoint at the exact step. At the end the best epoch's weights (lowest
+    validation loss) are restored.
+
+    Returns:
+        `(history, progress)`.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    features = tokenize(classifier.preprocessor, train.texts)
+    lengths = features["padding_mask"].sum(axis=1)
+    val_features = tokenize(classifier.preprocessor, validation.texts)
+    limit = features["token_ids"].shape[1]
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    classifier.compile(optimizer=make_optimizer(config, steps_per_epoch * config.epochs))
+
+    progress, best_weights, history = _fresh_progress(), None, History()
+    if resume:
+        progress, best_weights = load_state(run_dir / CHECKPOINT, classifier)
+        history = History.load(run_dir, up_to_step=progress["global_step"])
+        if verbose:
+            print(f"Resuming at epoch {progress['epoch'] + 1}, step {progress['step']} of {steps_per_epoch}.")
+
+    def checkpoint():
+        save_state(run_dir / CHECKPOINT, classifier, progress, best_weights)
+        history.save(run_dir)
+
+    while not progress["finished"] and progress["epoch"] < config.epochs:
+        epoch = progress["epoch"]
+        batches = epoch_batches(lengths, config.batch_size, epoch, config.seed, limit)
+        bar = keras.utils.Progbar(len(batches), verbose=verbose, stateful_metrics=["loss", "accuracy", "reviews/s"])
+        bar.update(progress["step"])
+        epoch_start = time.perf_counter()
+        for step in range(progress["step"], len(batches)):
+            rows, width = batches[step]
+            x = {"token_ids": features["token_ids"][rows, :width], "padding_mask": features["padding_mask"][rows, :width]}
+            started = time.perf_counter()
+            # keras.Model's own train step: the batch is already preprocessed.
+            logs = keras.Model.train_on_batch(classifier, x, train.labels[rows], return_dict=True)
+            seconds = time.perf_counter() - started
+            progress["train_seconds"] += seconds
+            progress["step"], progress["global_step"] = step + 1, progress["global_step"] + 1
+            record = {
+                "global_step": progress["global_step"],
+                "epoch": epoch,
+                "step": step + 1,
+                "reviews": len(rows),
+                "loss": float(logs["loss"]),
+                "accuracy": float(logs["sparse_categorical_accuracy"]),
+                "learning_rate": float(classifier.optimizer.learning_rate),
+                "reviews_per_s": len(rows) / seconds,
+            }
+            history.steps.append(record)
+            done = history.epoch_steps(epoch)
+            bar.update(
+                step + 1,
+                [
+                    ("loss", np.mean([s["loss"] for s in done])),
+                    ("accuracy", np.mean([s["accuracy"] for s in done])),
+                    ("reviews/s", record["reviews_per_s"]),
+                ],
+            )
+            if progress["global_step"] % config.checkpoint_every == 0:
+                checkpoint()
+        best_weights = _end_epoch(classifier, validation, val_features, config, progress, history, best_weights, epoch_start, verbose)
+        checkpoint()
+
+    if best_weights is not None:
+        for variable, value in zip(classifier.trainable_weights, best_weights):
+            variable.assign(value)
+    progress["finished"] = True
+    checkpoint()
+    return history, progress
+
+
+def _end_epoch(classifier, validation, val_features, config, progress, history, best_weights, started, verbose):
+    """Validate, record the epoch, apply early stopping; return the best weights so far."""
+    epoch = progress["epoch"]
+    logits = classifier.logits_for_features(val_features, batch_size=config.batch_size)
+    val_loss, val_accuracy = loss_and_accuracy(logits, validation.labels)
+    done = history.epoch_steps(epoch)
+    history.epochs.append(
+        {
+            "epoch": epoch,
+            "loss": float(np.mean([s["loss"] for s in done])),
+            "accuracy": float(np.mean([s["accuracy"] for s in done])),
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    if progress["best_val_loss"] is None or val_loss < progress["best_val_loss"]:
+        progress.update(best_val_loss=val_loss, best_epoch=epoch, epochs_without_improvement=0)
+        best_weights = [np.array(w.numpy()) for w in classifier.trainable_weights]
+    else:
+        progress["epochs_without_improvement"] += 1
+    if verbose:
+        print(f"epoch {epoch + 1}: val_loss {val_loss:.4f}, val_accuracy {val_accuracy:.4f}")
+    progress["epoch"], progress["step"] = epoch + 1, 0
+    if progress["epochs_without_improvement"] >= config.early_stopping_patience:
+        if verbose:
+            print(f"Early stopping: no better validation loss for {config.early_stopping_patience} epochs.")
+        progress["finished"] = True
+    return best_weights
+
+
+def read_progress(run_dir):
+    """The progress dict of a run's last checkpoint, or None."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return json.loads(data["__progress__"].tobytes().decode())

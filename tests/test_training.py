@@ -1,0 +1,159 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kgemma.cli.train import main as train_main
+from kgemma.training import TrainingConfig
+from kgemma.training.batches import epoch_batches
+from kgemma.training.trainer import read_progress
+from tests.conftest import write_jsonl
+
+
+def test_config_defaults_are_the_reports_recipe():
+    c = TrainingConfig()
+    assert (c.lora_rank, c.lora_alpha, c.lora_dropout, c.lora_targets) == (8, 16.0, 0.1, "query_value")
+    assert (c.learning_rate, c.epochs, c.gradient_accumulation_steps) == (2e-4, 3, 1)
+    assert (c.early_stopping_patience, c.validation_fraction) == (5, 0.1)
+    assert TrainingConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="Unknown training settings"):
+        TrainingConfig.from_dict({"epochz": 2})
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainingConfig(schedule="linear")
+
+
+def test_epoch_batches_cover_every_row_once_with_similar_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 256, size=1000)
+    batches = epoch_batches(lengths, 8, epoch=0, seed=3, limit=256)
+    rows = np.concatenate([r for r, _ in batches])
+    assert sorted(rows.tolist()) == list(range(1000))
+    assert all(lengths[r].max() <= w <= 256 and w % 64 == 0 or w == 256 for r, w in batches)
+    spread = np.mean([lengths[r].max() - lengths[r].min() for r, _ in batches])
+    assert spread < 20, "batches mix short and long reviews"
+    assert [r.tolist() for r, _ in batches] == [r.tolist() for r, _ in epoch_batches(lengths, 8, 0, 3, 256)]
+    assert [r.tolist() for r, _ in batches] != [r.tolist() for r, _ in epoch_batches(lengths, 8, 1, 3, 256)]
+
+
+def test_scores_do_not_depend_on_batch_padding(make_classifier):
+    clf = make_classifier(sequence_length=128)
+    features = clf.preprocessor(["A wonderful film.", "Dull and far too long, and then some more of it."])
+    narrow = np.asarray(clf({k: np.asarray(v)[:, :64] for k, v in features.items()}, training=False))
+    wide = np.asarray(clf(features, training=False))
+    np.testing.assert_allclose(narrow, wide, atol=1e-5)
+
+
+@pytest.fixture
+def data_file(tmp_path, review_rows):
+    return write_jsonl(tmp_path / "reviews.jsonl", review_rows)
+
+
+def cli_args(preset, data, output, *extra):
+    return [
+        "--preset", str(preset), "--data", str(data), "--output", str(output),
+        "--sequence-length", "32", "--batch-size", "4", "--learning-rate", "1e-2", "--quiet",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_train_command_writes_every_output(tiny_preset, data_file, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        train_main,
+        cli_args(tiny_preset, data_file, out, "--epochs", "2", "--max-examples", "80", "--grad-accum", "2",
+                 "--schedule", "cosine", "--warmup-steps", "3", "--price-per-hour", "1.5"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("adapter.npz", "model.keras", "history.json", "history_steps.csv", "history_epochs.csv",
+                 "learning_curve.png", "summary.json", "checkpoint.npz", "run.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["train"] == 72 and summary["data"]["validation"] == 8
+    assert summary["steps"] == 2 * 18 and summary["reviews_trained"] == 2 * 72
+    assert summary["epochs_run"] == 2 and summary["estimated_training_cost"] > 0
+    history = json.loads((out / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history["epochs"][0])
+    # Warmup from zero, then cosine decay towards zero.
+    rates = [s["learning_rate"] for s in history["steps"]]
+    assert rates[0] < rates[3] and rates[-1] < rates[3]
+    # A second run into the same folder is refused, and nothing there is touched.
+    before = (out / "adapter.npz").read_bytes()
+    again = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, out, "--epochs", "2"))
+    assert again.exit_code == 1 and "pass --resume" in again.output
+    assert (out / "adapter.npz").read_bytes() == before
+
+
+def test_resume_with_other_settings_is_refused(tiny_preset, data_file, tmp_path):
+    out = tmp_path / "run"
+    assert CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, out, "--epochs", "1", "--max-examples", "40", "--no-save-keras")).exit_code == 0
+    result = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, out, "--epochs", "2", "--max-examples", "40", "--resume"))
+    assert result.exit_code == 1 and "different settings (config)" in result.output
+    fresh = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, tmp_path / "new", "--resume"))
+    assert fresh.exit_code == 1 and "Nothing to resume" in fresh.output
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"text": "x", "label": "maybe"}\n', "line 1: unknown label 'maybe'"),
+        ('{"body": "x", "label": 1}\n', "no 'text' field"),
+        ("", "holds no reviews"),
+    ],
+)
+def test_bad_data_files_get_one_line_errors(tiny_preset, tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    result = CliRunner().invoke(train_main, cli_args(tiny_preset, path, tmp_path / "run"))
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    missing = CliRunner().invoke(train_main, cli_args(tiny_preset, tmp_path / "nope.jsonl", tmp_path / "run"))
+    assert missing.exit_code == 1 and "IMDB source not found" in missing.output
+
+
+def run_train(args, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "kgemma.cli.train", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def adapter_arrays(path):
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files if not k.startswith("__")}
+
+
+def test_a_killed_run_resumes_at_its_last_checkpoint(tiny_preset, data_file, tmp_path):
+    # No dropout, so the resumed run must match the uninterrupted one exactly.
+    common = ["--epochs", "3", "--max-examples", "200", "--dropout", "0", "--lora-dropout", "0", "--no-save-keras"]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert run_train(cli_args(tiny_preset, data_file, reference, *common)).wait() == 0
+
+    process = run_train(cli_args(tiny_preset, data_file, killed, *common, "--checkpoint-every", "1"))
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        progress = read_progress(killed) if (killed / "checkpoint.npz").is_file() else None
+        if progress and progress["global_step"] >= 60:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    progress = read_progress(killed)
+    assert not progress["finished"], "the run ended before it could be killed"
+    assert not (killed / "adapter.npz").exists()
+
+    resumed = run_train(cli_args(tiny_preset, data_file, killed, *common, "--checkpoint-every", "1", "--resume"))
+    output = resumed.communicate()[0].decode()
+    assert resumed.returncode == 0, output
+    history = json.loads((killed / "history.json").read_text())
+    assert [s["global_step"] for s in history["steps"]] == list(range(1, 3 * 45 + 1))
+    expected, got = adapter_arrays(reference / "adapter.npz"), adapter_arrays(killed / "adapter.npz")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-5, err_msg=name)
