@@ -94,7 +94,9 @@ def read_csv(path, text_field="text", label_field="label", id_field="id", rating
     if delimiter is None:
         delimiter = "\t" if ".tsv" in path.suffixes else ","
     lines = (line for _, line in _decoded_lines(path))
-    reader = csv.DictReader(lines, delimiter=delimiter)
+    # TSV releases (e.g. IMDb contrast sets) keep quotes inside the text unescaped.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.DictReader(lines, delimiter=delimiter, quoting=quoting)
     missing = [f for f in (text_field, label_field) if f not in (reader.fieldnames or [])]
     if missing:
         raise ValueError(f"{path}: no column {missing} (columns: {reader.fieldnames}).")

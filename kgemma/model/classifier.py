@@ -49,6 +49,9 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             Defaults to True.
         dropout: float, dropout before the dense head. Defaults to 0.1.
         activation: activation on the outputs; `None` (default) gives logits.
+        temperature: float, logits are divided by it in `predict_proba` and
+            `classify` (temperature scaling, fitted on validation data by
+            `kgemma-eval --temperature-scaling`). Defaults to 1.
         base_preset: the preset the backbone came from, recorded in adapters so that
             `from_adapter` can rebuild the model. Set by `from_preset`.
 
@@ -80,6 +83,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         normalize_pooled=True,
         dropout=0.1,
         activation=None,
+        temperature=1.0,
         base_preset=None,
         **kwargs,
     ):
@@ -125,6 +129,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         self.normalize_pooled = normalize_pooled
         self.dropout = dropout
         self.activation = keras.activations.get(activation)
+        self.temperature = float(temperature)
         self.base_preset = base_preset
 
     # --- Construction -------------------------------------------------------------
@@ -202,7 +207,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         logits = self.logits_for_features(self.preprocessor(texts), batch_size=batch_size)
         if self.activation == keras.activations.softmax:
             return logits
-        return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+        return keras.ops.convert_to_numpy(keras.ops.softmax(logits / self.temperature, axis=-1))
 
     def logits_for_features(self, features, batch_size=8):
         """Model outputs for preprocessed `{"token_ids", "padding_mask"}` arrays,
@@ -245,6 +250,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             "lora_targets": self.lora_targets,
             "normalize_pooled": self.normalize_pooled,
             "dropout": self.dropout,
+            "temperature": self.temperature,
         }
         if self.preprocessor is not None:
             config.update(

@@ -125,6 +125,13 @@ class GemmaSentimentClassifierPreprocessor(keras_hub.models.TextClassifierPrepro
             y = self.labels_to_ids(y)
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
+    def token_counts(self, texts):
+        """Tokens in each text after clean-up and before truncation (no `<bos>`)."""
+        x = tf.constant(list(texts))
+        if self.clean_html:
+            x = clean_review_text(x)
+        return [len(t) for t in self.tokenizer(x)]
+
     @classmethod
     def from_preset(cls, preset=None, **kwargs):
         """Build the preprocessor around a preset's tokenizer.

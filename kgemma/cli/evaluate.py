@@ -1,0 +1,204 @@
+"""`kgemma-eval`: evaluate a sentiment classifier and write its report."""
+
+import json
+from pathlib import Path
+
+import click
+
+from kgemma.cli.common import quiet_tensorflow
+from kgemma.cli.common import user_errors_as_messages
+
+EPILOG = """\b
+Examples:
+  # A trained adapter on 2,000 sampled IMDB test reviews from a local copy:
+  kgemma-eval --adapter runs/small/adapter.npz --data ../shared/data/imdb --max-examples 2000 --output runs/small/eval
+  # A saved .keras model, with contrast pairs and a custom slice:
+  kgemma-eval --model model.keras --data ../shared/data/imdb --max-examples 500 \\
+      --contrast dev_original.tsv dev_contrast.tsv --slice spoilers='spoiler' --output eval
+"""
+
+
+def load_classifier(model_path, adapter_path, preset):
+    """A classifier from a `.keras` file or an adapter (on its base preset)."""
+    import keras
+
+    from kgemma import GemmaSentimentClassifier
+
+    if bool(model_path) == bool(adapter_path):
+        raise click.UsageError("Pass exactly one of --model or --adapter.")
+    if adapter_path:
+        return GemmaSentimentClassifier.from_adapter(adapter_path, preset=preset)
+    try:
+        model = keras.saving.load_model(model_path)
+    except Exception as e:
+        raise ValueError(f"Could not load the model {model_path}: corrupt or not a kgemma .keras file ({type(e).__name__}).") from e
+    if not isinstance(model, GemmaSentimentClassifier):
+        raise ValueError(f"{model_path} holds a {type(model).__name__}, not a GemmaSentimentClassifier.")
+    return model
+
+
+def run_info(model_path, adapter_path):
+    """The training run folder's settings and history, when the model sits in one."""
+    folder = Path(model_path or adapter_path).parent
+    run, history = folder / "run.json", folder / "history.json"
+    return (
+        json.loads(run.read_text()) if run.is_file() else None,
+        json.loads(history.read_text()) if history.is_file() else None,
+    )
+
+
+def make_scorer(classifier, batch_size):
+    def score(texts):
+        features = classifier.preprocessor(texts)
+        logits = classifier.logits_for_features(features, batch_size=batch_size)
+        return logits, classifier.preprocessor.token_counts(texts)
+
+    return score
+
+
+def training_rows(run, source, data_dir, fields, seed, calibration_examples):
+    """Rows for the baseline and for temperature fitting: the run's own training and
+    validation rows when the run folder is known, else a split of the source's train split."""
+    from kgemma.data import load_imdb
+    from kgemma.data import stratified_sample
+    from kgemma.data import train_validation_split
+
+    if run is not None:
+        from kgemma.training import TrainingConfig
+        from kgemma.training import load_training_data
+
+        config = TrainingConfig.from_dict(run["config"])
+        train, validation, _ = load_training_data(run["data_source"], config, **run.get("fields", {}))
+        return train, validation
+    if source not in (None, "tfds") and Path(source).is_file():
+        return None, None
+    train, validation = train_validation_split(load_imdb("train", source, data_dir, **fields), seed=seed)
+    return train, stratified_sample(validation, calibration_examples, seed=seed)
+
+
+def progress_printer(label):
+    state = {}
+
+    def update(done, total):
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, show_pos=True, show_eta=True)
+            state["bar"].__enter__()
+        state["bar"].update(done - state["bar"].pos)
+        if done >= total:
+            state["bar"].__exit__(None, None, None)
+
+    return update
+
+
+@click.command(epilog=EPILOG, context_settings={"max_content_width": 100})
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A saved .keras model.")
+@click.option("--adapter", "adapter_path", type=click.Path(exists=True, dir_okay=False), help="An adapter .npz from kgemma-train or save_adapter().")
+@click.option("--preset", default=None, help="Base model for --adapter (default: the one recorded in the adapter).")
+@click.option("--data", "data_source", default=None, help="'tfds', an aclImdb folder, a folder with test.jsonl.gz, or any labelled .jsonl/.csv/.tsv file. Default: $KGEMMA_IMDB_DIR, else tfds.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="IMDB split (ignored for a single file).")
+@click.option("--data-dir", default=None, help="tensorflow-datasets data directory.")
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--label-field", default="label", show_default=True)
+@click.option("--max-examples", type=click.IntRange(min=2), default=None, help="Evaluate a stratified, seeded sample of this many rows.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--slice", "slice_rules", multiple=True, metavar="NAME=REGEX", help="An extra slice: reviews whose normalized text matches REGEX. Repeatable.")
+@click.option("--contrast", "contrast_tsv", nargs=2, multiple=True, type=click.Path(exists=True, dir_okay=False), metavar="ORIGINAL EDITED", help="Aligned contrast TSV files (Sentiment<TAB>Text). Repeatable.")
+@click.option("--contrast-pairs", multiple=True, type=click.Path(exists=True, dir_okay=False), help="A JSONL file of contrast pairs. Repeatable.")
+@click.option("--temperature-scaling/--no-temperature-scaling", default=False, show_default=True, help="Fit a temperature on validation rows (never test rows) and apply it.")
+@click.option("--calibration-examples", type=click.IntRange(min=10), default=200, show_default=True, help="Validation rows for temperature scaling when the training run is unknown.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True, help="Train and score a TF-IDF + logistic regression baseline on the same rows.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["json", "md", "html"]), default=("json", "md", "html"), show_default=True)
+@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Report folder; predictions.jsonl there lets an interrupted run resume.")
+@user_errors_as_messages
+def main(model_path, adapter_path, preset, data_source, split, data_dir, text_field, label_field, max_examples, seed,
+         batch_size, slice_rules, contrast_tsv, contrast_pairs, temperature_scaling, calibration_examples, baseline,
+         formats, output_dir):  # fmt: skip
+    """Evaluate a Gemma sentiment classifier: metrics with confidence intervals,
+    calibration, nuanced-review slices, contrast pairs, a baseline, and a report."""
+    quiet_tensorflow()
+    from kgemma.data import default_imdb_source
+    from kgemma.data import load_imdb
+    from kgemma.data import read_reviews
+    from kgemma.data import stratified_sample
+    from kgemma.evaluation import BUILTIN_SLICES
+    from kgemma.evaluation import contrast_metrics
+    from kgemma.evaluation import custom_slice
+    from kgemma.evaluation import evaluate_predictions
+    from kgemma.evaluation import fit_temperature
+    from kgemma.evaluation import fit_tfidf_baseline
+    from kgemma.evaluation import read_contrast
+    from kgemma.evaluation import stream_predictions
+    from kgemma.evaluation import write_report
+    from kgemma.evaluation.report import slice_table
+    from kgemma.evaluation.report import summary_rows
+
+    slices = list(BUILTIN_SLICES)
+    for rule in slice_rules:
+        name, sep, pattern = rule.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=REGEX, got {rule!r}", param_hint="--slice")
+        slices.append(custom_slice(name, pattern))
+    fields = {} if (text_field, label_field) == ("text", "label") else {"text_field": text_field, "label_field": label_field}
+    source = data_source or default_imdb_source()
+    is_file = source not in (None, "tfds") and Path(source).is_file()
+    reviews = read_reviews(source, **fields) if is_file else load_imdb(split, source, data_dir, **fields)
+    if max_examples:
+        reviews = stratified_sample(reviews, max_examples, seed=seed)
+    contrast_sets = [(f"{Path(o).name} / {Path(e).name}", read_contrast([o, e])) for o, e in contrast_tsv]
+    contrast_sets += [(Path(p).name, read_contrast([p])) for p in contrast_pairs]
+
+    classifier = load_classifier(model_path, adapter_path, preset)
+    score = make_scorer(classifier, batch_size)
+    out = Path(output_dir)
+    logits, n_tokens = stream_predictions(out / "predictions.jsonl", reviews, score, on_progress=progress_printer("Scoring"))
+
+    run, history = run_info(model_path, adapter_path)
+    needs_train_rows = baseline or temperature_scaling
+    train, validation = training_rows(run, source, data_dir, fields, seed, calibration_examples) if needs_train_rows else (None, None)
+    temperature = None
+    if temperature_scaling:
+        if validation is None:
+            raise click.UsageError("--temperature-scaling needs validation rows: use an IMDB source or the model's run folder.")
+        val_logits, _ = stream_predictions(out / "validation_predictions.jsonl", validation, score, on_progress=progress_printer("Validation"))
+        temperature = fit_temperature(val_logits, validation.labels)
+    baseline_probabilities = None
+    if baseline and train is not None:
+        baseline_model = fit_tfidf_baseline(train.texts, train.labels, seed=seed)
+        baseline_probabilities = baseline_model.predict_proba(reviews.texts)
+    contrast = []
+    for name, (original, edited) in contrast_sets:
+        o_pred = score(original.texts)[0].argmax(axis=1)
+        e_pred = score(edited.texts)[0].argmax(axis=1)
+        contrast.append((name, contrast_metrics(original.labels, o_pred, edited.labels, e_pred)))
+
+    metrics = evaluate_predictions(
+        reviews,
+        logits,
+        n_tokens=n_tokens,
+        sequence_length=classifier.preprocessor.sequence_length,
+        slices=slices,
+        temperature=temperature,
+        baseline_probabilities=baseline_probabilities,
+        contrast=contrast,
+        seed=seed,
+    )
+    metrics["model"] = {"model": model_path, "adapter": adapter_path, "settings": classifier.rebuild_config()}
+    if "baseline" in metrics:
+        metrics["baseline"]["train_rows"] = len(train)
+    write_report(metrics, out, formats=formats, history=history, title=f"kgemma evaluation: {Path(model_path or adapter_path).name}")
+
+    width = max(len(label) for label, _ in summary_rows(metrics))
+    for label, value in summary_rows(metrics):
+        click.echo(f"{label:<{width}}  {value}")
+    header, rows = slice_table(metrics)
+    click.echo("\n" + "  ".join(f"{h:>14}" for h in header))
+    for row in rows:
+        click.echo("  ".join(f"{c:>14}" for c in row))
+    for c in metrics["contrast"]:
+        click.echo(f"\ncontrast {c['name']}: original {c['original_accuracy']:.1%}, edited {c['edited_accuracy']:.1%}, consistency {c['consistency']:.1%} ({c['n_pairs']} pairs)")
+    click.echo(f"\nReport: {out / 'report.md'}, {out / 'report.html'}, {out / 'metrics.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Classification metrics (scikit-learn's), with bootstrap confidence intervals."""
+
+import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
+
+
+def softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def macro_f1(y_true, y_pred):
+    return skm.f1_score(y_true, y_pred, average="macro", zero_division=0)
+
+
+def bootstrap_interval(y_true, y_pred, statistic, n_resamples=1000, confidence=0.95, seed=0):
+    """Percentile bootstrap interval of `statistic(y_true, y_pred)` over paired rows,
+    or `None` where fewer than two rows make it meaningless."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) < 2:
+        return None
+    if len(np.unique(np.concatenate([y_true, y_pred]))) < 2 and statistic is not skm.accuracy_score:
+        return None
+    result = stats.bootstrap(
+        (y_true, y_pred),
+        statistic,
+        paired=True,
+        vectorized=False,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return [float(low), float(high)]
+
+
+def classification_metrics(y_true, probabilities, label_names=("negative", "positive"), seed=0):
+    """Every headline metric for one set of predictions.
+
+    Args:
+        y_true: int labels, shape `(n,)`.
+        probabilities: class probabilities, shape `(n, num_classes)`.
+    Returns a JSON-ready dict (see docs/evaluation.md for the schema).
+    """
+    y_true = np.asarray(y_true)
+    probabilities = np.asarray(probabilities, dtype="float64")
+    y_pred = probabilities.argmax(axis=1)
+    labels = list(range(len(label_names)))
+    report = skm.classification_report(
+        y_true, y_pred, labels=labels, target_names=list(label_names), output_dict=True, zero_division=0
+    )
+    confusion = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    out = {
+        "n": int(len(y_true)),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "accuracy_ci95": bootstrap_interval(y_true, y_pred, skm.accuracy_score, seed=seed),
+        "macro_f1": float(report["macro avg"]["f1-score"]),
+        "macro_f1_ci95": bootstrap_interval(y_true, y_pred, macro_f1, seed=seed),
+        "per_class": {
+            name: {k: float(report[name][k]) for k in ("precision", "recall", "f1-score", "support")}
+            for name in label_names
+        },
+        "confusion_matrix": confusion.tolist(),
+        "confusion_matrix_normalized": skm.confusion_matrix(y_true, y_pred, labels=labels, normalize="true").tolist(),
+        "log_loss": float(skm.log_loss(y_true, probabilities, labels=labels)),
+    }
+    both_classes = len(np.unique(y_true)) == 2 and len(labels) == 2
+    out["roc_auc"] = float(skm.roc_auc_score(y_true, probabilities[:, 1])) if both_classes else None
+    out["pr_auc"] = float(skm.average_precision_score(y_true, probabilities[:, 1])) if both_classes else None
+    out["brier"] = float(skm.brier_score_loss(y_true, probabilities[:, 1])) if len(labels) == 2 else None
+    return out
