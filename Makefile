@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Offline copy of IMDB (JSONL); when absent, kgemma uses tensorflow-datasets' imdb_reviews.
 IMDB ?= $(if $(wildcard ../shared/data/imdb/train.jsonl.gz),../shared/data/imdb,tfds)
+# Re-running into an existing run folder is refused; `make demo RUN=runs/demo2` picks another.
 RUN ?= runs/demo
 
 .PHONY: setup test demo clean
@@ -21,7 +22,8 @@ test: setup
 
 # The main job: fine-tune the embedded Gemma 3 270M on a small real IMDB sample, then evaluate it.
 demo: setup
-	$(BIN)/kgemma-train --data $(IMDB) --max-examples 400 --epochs 1 --sequence-length 128 --output $(RUN)
+	$(BIN)/kgemma-train --data $(IMDB) --max-examples 400 --epochs 1 --sequence-length 128 \
+		--learning-rate 5e-4 --schedule cosine --warmup-steps 10 --no-save-keras --output $(RUN)
 	$(BIN)/kgemma-eval --adapter $(RUN)/adapter.npz --data $(IMDB) --max-examples 400 --output $(RUN)/eval
 
 clean:

@@ -146,10 +146,15 @@ def render_markdown(metrics, images, title):
         parts += ["## Contrast pairs", "", _markdown_table(["set", "pairs", "original acc.", "edited acc.", "consistency (both right)"], rows), ""]
     if "history" in images:
         parts += ["## Training", "", f"![learning curves]({images['history']})", ""]
-    parts += ["## Most confident mistakes", ""]
-    for m in metrics["mistakes"]["overall"]:
-        parts.append(f"- `{m['id']}` true **{m['label']}**, predicted {m['predicted']} ({m['confidence']:.1%}): {m['excerpt']}")
+    parts += ["## Most confident mistakes", ""] + [_mistake_line(m) for m in metrics["mistakes"]["overall"]]
+    for name, mistakes in metrics["mistakes"]["per_slice"].items():
+        if mistakes:
+            parts += ["", f"### In `{name}`", ""] + [_mistake_line(m) for m in mistakes]
     return "\n".join(parts) + "\n"
+
+
+def _mistake_line(m):
+    return f"- `{m['id']}` true **{m['label']}**, predicted {m['predicted']} ({m['confidence']:.1%}): {m['excerpt']}"
 
 
 def render_html(metrics, image_files, title):

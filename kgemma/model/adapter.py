@@ -5,12 +5,11 @@ the 270M model at rank 8 is about 1.5 MB; the base model is not in it.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from kgemma.files import save_npz_atomically
 from kgemma.model.backbones import backbone_fingerprint
 
 FORMAT = "kgemma-adapter"
@@ -48,19 +47,10 @@ def save_adapter(classifier, path):
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"Adapter files end in .npz; got {path.name}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.asarray(v.numpy()) for name, v in adapter_weights(classifier).items()}
     header = json.dumps(adapter_header(classifier)).encode()
     arrays[_HEADER_KEY] = np.frombuffer(header, dtype=np.uint8)
-    fd, scratch = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(scratch, path)
-    finally:
-        if os.path.exists(scratch):
-            os.remove(scratch)
-    return path
+    return save_npz_atomically(path, arrays)
 
 
 def read_adapter(path):

@@ -193,6 +193,19 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             optimizer = keras.optimizers.AdamW(learning_rate=2e-4, weight_decay=0.0)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
+    def save(self, filepath, *args, **kwargs):
+        """Save as `.keras`. The optimizer is built first so that its state always
+        loads back into the optimizer `compile_from_config` builds."""
+        if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        return super().save(filepath, *args, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips this for models that override `compile`; ours only changes a default.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # --- Plain-text convenience ----------------------------------------------------
 
     def predict_proba(self, texts, batch_size=8):

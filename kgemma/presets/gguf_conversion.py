@@ -115,6 +115,10 @@ def _load_weights(backbone, reader):
     heads_q, heads_kv = backbone.num_query_heads, backbone.num_key_value_heads
     head_dim, hidden = backbone.head_dim, backbone.hidden_dim
     seen = set()
+
+    def heads_first(heads):  # (heads * head_dim, hidden) -> (heads, hidden, head_dim)
+        return lambda x: x.reshape(heads, head_dim, hidden).transpose(0, 2, 1)
+
     for name, w in _dequantized_tensors(reader):
         seen.add(name)
         if name == "token_embd":
@@ -133,18 +137,9 @@ def _load_weights(backbone, reader):
             "post_ffw_norm": (block.post_ffw_norm.scale, lambda x: x - 1.0),
             "attn_q_norm": (attention.query_norm.scale, lambda x: x - 1.0),
             "attn_k_norm": (attention.key_norm.scale, lambda x: x - 1.0),
-            "attn_q": (
-                attention.query_dense.kernel,
-                lambda x: x.reshape(heads_q, head_dim, hidden).transpose(0, 2, 1),
-            ),
-            "attn_k": (
-                attention.key_dense.kernel,
-                lambda x: x.reshape(heads_kv, head_dim, hidden).transpose(0, 2, 1),
-            ),
-            "attn_v": (
-                attention.value_dense.kernel,
-                lambda x: x.reshape(heads_kv, head_dim, hidden).transpose(0, 2, 1),
-            ),
+            "attn_q": (attention.query_dense.kernel, heads_first(heads_q)),
+            "attn_k": (attention.key_dense.kernel, heads_first(heads_kv)),
+            "attn_v": (attention.value_dense.kernel, heads_first(heads_kv)),
             "attn_output": (
                 attention.output_dense.kernel,
                 lambda x: x.reshape(hidden, heads_q, head_dim).transpose(1, 2, 0),

@@ -6,31 +6,21 @@ backbone is not in it: a checkpoint of the 270M model at rank 8 is a few MB.
 """
 
 import json
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
+
+from kgemma.files import save_npz_atomically
 
 _PROGRESS = "__progress__"
 
 
 def save_state(path, model, progress, best_weights=None):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"weight/{i}": np.asarray(w.numpy()) for i, w in enumerate(model.trainable_weights)}
     arrays.update({f"optimizer/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.optimizer.variables)})
     for i, value in enumerate(best_weights or []):
         arrays[f"best/{i}"] = value
     arrays[_PROGRESS] = np.frombuffer(json.dumps(progress).encode(), dtype=np.uint8)
-    fd, scratch = tempfile.mkstemp(prefix=".state-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(scratch, path)
-    finally:
-        if os.path.exists(scratch):
-            os.remove(scratch)
+    save_npz_atomically(path, arrays)
 
 
 def load_state(path, model):
