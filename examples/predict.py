@@ -2,8 +2,8 @@
 
     python examples/predict.py --adapter runs/demo/adapter.npz "A wonderful, moving film." "Two hours I will never get back."
 
-Without --adapter the classification head is untrained and the scores are near
-chance: train one first with `make demo` or `kgemma-train`.
+Without --adapter the classification head is untrained and scores every review
+0.5: train one first with `make demo` or `kgemma-train`.
 """
 
 import argparse
@@ -25,7 +25,7 @@ def main():
     if args.adapter:
         classifier = GemmaSentimentClassifier.from_adapter(args.adapter, preset=args.preset)
     else:
-        print("No --adapter: the head is untrained, so these scores are near chance.", file=sys.stderr)
+        print("No --adapter: the head is untrained and scores every review 0.5.", file=sys.stderr)
         classifier = GemmaSentimentClassifier.from_preset(args.preset)
     for text, result in zip(args.texts, classifier.classify(args.texts)):
         print(f"{result['label']:>8}  {result['score']:.3f}  {text}")

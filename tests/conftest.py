@@ -133,3 +133,13 @@ def review_rows():
         text = " ".join(CORPUS[j % len(CORPUS)] for j in range(i % 5 + 1 + i % 3))
         rows.append({"text": f"Review {i}. {text}", "label": i % 2, "id": i, "rating": 8 if i % 2 else 2})
     return rows
+
+
+def randomize_head(classifier, seed=0):
+    """Give the (zero-initialized) head random weights, so outputs depend on the input."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for w in classifier.output_dense.weights:
+        w.assign(rng.normal(scale=0.5, size=w.shape))
+    return classifier

@@ -59,6 +59,10 @@ def test_trainable_parameter_counts_are_exact(make_classifier, kind, targets):
     assert count(clf.weights) == clf.backbone.count_params() + EXPECTED_LORA[(kind, targets)] + HEAD
 
 
+def test_untrained_head_scores_every_review_one_half(make_classifier, kind):
+    np.testing.assert_allclose(make_classifier(kind).predict_proba(["Great.", "Awful, truly."]), 0.5)
+
+
 def test_rank_zero_trains_the_head_alone(make_classifier):
     clf = make_classifier(lora_rank=0)
     assert clf.lora_adapters == []
@@ -84,7 +88,9 @@ def test_a_training_step_changes_only_lora_and_head_weights(make_classifier, kin
     clf.compile(optimizer=keras.optimizers.Adam(1e-2))
     before = {w.path: np.array(w.numpy()) for w in clf.weights}
     trainable = {w.path for w in clf.trainable_weights}
-    clf.train_on_batch(["A wonderful film.", "Dull and far too long.", "Loved it.", "Awful."], np.array([1, 0, 1, 0]))
+    # Two steps: the head's kernel starts at zero, so LoRA gets gradients from the second.
+    for _ in range(2):
+        clf.train_on_batch(["A wonderful film.", "Dull and far too long.", "Loved it.", "Awful."], np.array([1, 0, 1, 0]))
     changed = {w.path for w in clf.weights if not np.array_equal(before[w.path], w.numpy())}
     assert changed, "nothing trained"
     assert changed <= trainable

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from kgemma import SequencePooling
+from tests.conftest import randomize_head
 
 
 def numpy_pool(states, mask, mode):
@@ -38,11 +39,12 @@ def test_unknown_pooling_mode_is_refused():
 
 @pytest.mark.parametrize("pooling", ["mean", "last"])
 def test_review_scores_the_same_alone_and_in_a_padded_batch(make_classifier, kind, pooling):
-    clf = make_classifier(kind, pooling=pooling)
+    clf = randomize_head(make_classifier(kind, pooling=pooling))
     review = "A wonderful film."
     batch = [review, "The worst movie of the year. Boring, predictable, and far too long."]
     alone = clf.predict_proba([review])[0]
     in_batch = clf.predict_proba(batch)[0]
+    assert abs(alone[0] - 0.5) > 1e-3, "the head gives every review the same score"
     np.testing.assert_allclose(alone, in_batch, atol=1e-5)
     # And through the model on full fixed-length padding.
     x = clf.preprocessor(batch)

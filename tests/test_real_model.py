@@ -7,6 +7,7 @@ import pytest
 from kgemma import GemmaSentimentClassifier
 from kgemma.data import load_imdb
 from kgemma.data import stratified_sample
+from tests.conftest import randomize_head
 
 pytestmark = pytest.mark.real
 
@@ -52,10 +53,12 @@ def test_converted_model_continues_facts(classifier, prompt, token):
 
 
 def test_classifier_scores_real_reviews(classifier, reviews):
+    randomize_head(classifier)
     probabilities = classifier.predict_proba(reviews.texts, batch_size=4)
     assert probabilities.shape == (8, 2)
     assert np.isfinite(probabilities).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert probabilities[:, 1].std() > 1e-3, "every review got the same score"
     alone = classifier.predict_proba(reviews.texts[:1])
     np.testing.assert_allclose(alone[0], probabilities[0], atol=1e-4)
 

@@ -13,6 +13,7 @@ from kgemma.cli.train import main as train_main
 from kgemma.training import TrainingConfig
 from kgemma.training.batches import epoch_batches
 from kgemma.training.trainer import read_progress
+from tests.conftest import randomize_head
 from tests.conftest import write_jsonl
 
 
@@ -42,10 +43,11 @@ def test_epoch_batches_cover_every_row_once_with_similar_lengths():
 
 
 def test_scores_do_not_depend_on_batch_padding(make_classifier):
-    clf = make_classifier(sequence_length=128)
+    clf = randomize_head(make_classifier(sequence_length=128))
     features = clf.preprocessor(["A wonderful film.", "Dull and far too long, and then some more of it."])
     narrow = np.asarray(clf({k: np.asarray(v)[:, :64] for k, v in features.items()}, training=False))
     wide = np.asarray(clf(features, training=False))
+    assert np.abs(wide).max() > 1e-3
     np.testing.assert_allclose(narrow, wide, atol=1e-5)
 
 

@@ -47,7 +47,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             pooled states have a few dimensions with means near 40 against a median
             near 1, and normalizing them keeps the head's first logits small.
             Defaults to True.
-        dropout: float, dropout before the dense head. Defaults to 0.1.
+        dropout: float, dropout before the dense head. Defaults to 0.1. The dense
+            head's kernel starts at zero, so an untrained classifier scores 0.5.
         activation: activation on the outputs; `None` (default) gives logits.
         temperature: float, logits are divided by it in `predict_proba` and
             `classify` (temperature scaling, fitted on validation data by
@@ -107,7 +108,11 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         if normalize_pooled:
             self.head_layers.append(keras.layers.LayerNormalization(dtype="float32", name="pooled_norm"))
         self.output_dropout = keras.layers.Dropout(dropout, name="output_dropout")
-        self.output_dense = keras.layers.Dense(num_classes, activation=activation, dtype="float32", name="logits")
+        # A zero kernel starts every review at equal logits (loss ln 2) instead of random
+        # ones the first few hundred small steps must undo (docs/training.md measures it).
+        self.output_dense = keras.layers.Dense(
+            num_classes, activation=activation, kernel_initializer="zeros", dtype="float32", name="logits"
+        )
         self.head_layers.append(self.output_dense)
 
         # === Functional Model ===
@@ -166,7 +171,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             options = {k: kwargs.pop(k) for k in PREPROCESSOR_ARGS if k in kwargs}
             tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(handle)
             kwargs["preprocessor"] = GemmaSentimentClassifierPreprocessor(tokenizer, **options)
-        kwargs.setdefault("num_classes", len(kwargs["preprocessor"].label_names))
+        if kwargs["preprocessor"] is not None:
+            kwargs.setdefault("num_classes", len(kwargs["preprocessor"].label_names))
         base = None if preset is None else str(preset)
         return cls(backbone=backbone, base_preset=base, **kwargs)
 

@@ -73,6 +73,9 @@ def run_training(config, output_dir, preset=None, data_source=None, data_dir=Non
     """
     started = time.perf_counter()
     run_dir = Path(output_dir)
+    if data_source not in (None, "tfds"):
+        # Absolute, so that kgemma-eval finds the same rows from any working directory.
+        data_source = str(Path(data_source).expanduser().resolve())
     run_settings = {
         "config": config.to_dict(),
         "preset": None if preset is None else str(preset),
