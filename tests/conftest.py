@@ -140,6 +140,8 @@ def randomize_head(classifier, seed=0):
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    for w in classifier.output_dense.weights:
-        w.assign(rng.normal(scale=0.5, size=w.shape))
+    kernel, bias = classifier.output_dense.weights
+    # Logits of standard deviation about 1 over layer-normalized features: varied, not saturated.
+    kernel.assign(rng.normal(scale=1 / np.sqrt(kernel.shape[0]), size=kernel.shape))
+    bias.assign(np.zeros(bias.shape))
     return classifier

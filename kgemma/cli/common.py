@@ -1,16 +1,11 @@
 """What the kgemma commands share: turning library errors into one-line messages."""
 
 import functools
-import os
 
 import click
 
 # Errors a user can fix from the message alone: shown as one line, exit code 1.
 USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError)
-
-
-def quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def user_errors_as_messages(command):

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import click
 
-from kgemma.cli.common import quiet_tensorflow
 from kgemma.cli.common import user_errors_as_messages
 
 EPILOG = """\b
@@ -116,7 +115,6 @@ def main(model_path, adapter_path, preset, data_source, split, data_dir, text_fi
          formats, output_dir):  # fmt: skip
     """Evaluate a Gemma sentiment classifier: metrics with confidence intervals,
     calibration, nuanced-review slices, contrast pairs, a baseline, and a report."""
-    quiet_tensorflow()
     from kgemma.data import default_imdb_source
     from kgemma.data import load_imdb
     from kgemma.data import read_reviews

@@ -4,7 +4,6 @@ import json
 
 import click
 
-from kgemma.cli.common import quiet_tensorflow
 from kgemma.cli.common import user_errors_as_messages
 
 EPILOG = """\b
@@ -57,7 +56,6 @@ def main(preset, data_source, data_dir, text_field, label_field, output_dir, res
     Defaults follow the fine-tuning report: LoRA rank 8, alpha 16, dropout 0.1 on
     query/value, AdamW 2e-4, 3 epochs, early stopping (patience 5), 90/10 split.
     """
-    quiet_tensorflow()
     from kgemma.data import default_imdb_source
     from kgemma.training import TrainingConfig
     from kgemma.training import run_training
