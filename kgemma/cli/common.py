@@ -8,6 +8,13 @@ import click
 USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError)
 
 
+def file_fields(text_field, label_field):
+    """`read_reviews` keyword arguments for non-default JSONL/CSV column names."""
+    if (text_field, label_field) == ("text", "label"):
+        return {}
+    return {"text_field": text_field, "label_field": label_field}
+
+
 def user_errors_as_messages(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):

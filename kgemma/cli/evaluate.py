@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from kgemma.cli.common import file_fields
 from kgemma.cli.common import user_errors_as_messages
 
 EPILOG = """\b
@@ -58,6 +59,7 @@ def make_scorer(classifier, batch_size):
 def training_rows(run, source, data_dir, fields, seed, calibration_examples):
     """Rows for the baseline and for temperature fitting: the run's own training and
     validation rows when the run folder is known, else a split of the source's train split."""
+    from kgemma.data import is_single_file
     from kgemma.data import load_imdb
     from kgemma.data import stratified_sample
     from kgemma.data import train_validation_split
@@ -69,7 +71,7 @@ def training_rows(run, source, data_dir, fields, seed, calibration_examples):
         config = TrainingConfig.from_dict(run["config"])
         train, validation, _ = load_training_data(run["data_source"], config, **run.get("fields", {}))
         return train, validation
-    if source not in (None, "tfds") and Path(source).is_file():
+    if is_single_file(source):
         return None, None
     train, validation = train_validation_split(load_imdb("train", source, data_dir, **fields), seed=seed)
     return train, stratified_sample(validation, calibration_examples, seed=seed)
@@ -117,7 +119,6 @@ def main(model_path, adapter_path, preset, data_source, split, data_dir, text_fi
     calibration, nuanced-review slices, contrast pairs, a baseline, and a report."""
     from kgemma.data import default_imdb_source
     from kgemma.data import load_imdb
-    from kgemma.data import read_reviews
     from kgemma.data import stratified_sample
     from kgemma.evaluation import BUILTIN_SLICES
     from kgemma.evaluation import contrast_metrics
@@ -137,10 +138,9 @@ def main(model_path, adapter_path, preset, data_source, split, data_dir, text_fi
         if not sep or not name:
             raise click.BadParameter(f"expected NAME=REGEX, got {rule!r}", param_hint="--slice")
         slices.append(custom_slice(name, pattern))
-    fields = {} if (text_field, label_field) == ("text", "label") else {"text_field": text_field, "label_field": label_field}
+    fields = file_fields(text_field, label_field)
     source = data_source or default_imdb_source()
-    is_file = source not in (None, "tfds") and Path(source).is_file()
-    reviews = read_reviews(source, **fields) if is_file else load_imdb(split, source, data_dir, **fields)
+    reviews = load_imdb(split, source, data_dir, **fields)
     if max_examples:
         reviews = stratified_sample(reviews, max_examples, seed=seed)
     contrast_sets = [(f"{Path(o).name} / {Path(e).name}", read_contrast([o, e])) for o, e in contrast_tsv]

@@ -4,6 +4,7 @@ import json
 
 import click
 
+from kgemma.cli.common import file_fields
 from kgemma.cli.common import user_errors_as_messages
 
 EPILOG = """\b
@@ -62,7 +63,7 @@ def main(preset, data_source, data_dir, text_field, label_field, output_dir, res
 
     config = TrainingConfig(**settings)
     source = data_source or default_imdb_source()
-    fields = {} if (text_field, label_field) == ("text", "label") else {"text_field": text_field, "label_field": label_field}
+    fields = file_fields(text_field, label_field)
     _, summary = run_training(
         config,
         output_dir,

@@ -1,6 +1,7 @@
 """Review data: loaders, splits, overlap checks. Knows nothing of the model."""
 
 from kgemma.data.imdb import default_imdb_source
+from kgemma.data.imdb import is_single_file
 from kgemma.data.imdb import load_imdb
 from kgemma.data.overlap import drop_overlap
 from kgemma.data.overlap import duplicate_groups

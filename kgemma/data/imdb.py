@@ -16,6 +16,11 @@ def default_imdb_source():
     return os.environ.get(IMDB_ENV) or None
 
 
+def is_single_file(source):
+    """Whether `source` is one labelled file (it is then every split) rather than an IMDB source."""
+    return source not in (None, "tfds") and Path(source).expanduser().is_file()
+
+
 def _split_file(folder, split):
     for name in (f"{split}.jsonl.gz", f"{split}.jsonl", f"{split}.csv.gz", f"{split}.csv", f"{split}.tsv"):
         if (folder / name).is_file():

@@ -11,6 +11,7 @@ from kgemma.model.batching import length_sorted_batches
 from kgemma.model.lora import attach_lora
 from kgemma.model.pooling import SequencePooling
 from kgemma.model.preprocessor import GemmaSentimentClassifierPreprocessor
+from kgemma.model.text import check_not_empty
 from kgemma.model.text import check_texts
 
 # Arguments of `from_preset` that configure the preprocessor rather than the model.
@@ -222,8 +223,11 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         """
         if self.preprocessor is None:
             raise ValueError("predict_proba needs a preprocessor; this classifier has none.")
-        texts = check_texts(texts, clean_html=self.preprocessor.clean_html)
-        logits = self.logits_for_features(self.preprocessor(texts), batch_size=batch_size)
+        texts = check_texts(texts)
+        features = self.preprocessor(texts)
+        # Every row holds <bos>; a row with nothing else was empty after clean-up.
+        check_not_empty(texts, np.asarray(features["padding_mask"]).sum(axis=1) - 1)
+        logits = self.logits_for_features(features, batch_size=batch_size)
         if self.activation == keras.activations.softmax:
             return logits
         return keras.ops.convert_to_numpy(keras.ops.softmax(logits / self.temperature, axis=-1))

@@ -27,7 +27,7 @@ def clean_review_text(texts):
     return tf.strings.strip(texts)
 
 
-def check_texts(texts, clean_html=True):
+def check_texts(texts):
     """Validate plain-Python text input; return it as a list of strings.
 
     Raises a `TypeError` or `ValueError` that names the offending position.
@@ -43,11 +43,14 @@ def check_texts(texts, clean_html=True):
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, not a string.")
-    cleaned = clean_review_text(tf.constant(texts)) if clean_html else tf.strings.strip(texts)
-    empty = [i for i, t in enumerate(cleaned.numpy()) if not t]
+    return texts
+
+
+def check_not_empty(texts, token_counts):
+    """Refuse texts that are blank or have no tokens left after HTML clean-up."""
+    empty = [i for i, (text, count) in enumerate(zip(texts, token_counts)) if count == 0 or not text.strip()]
     if len(empty) == len(texts):
         raise ValueError("Every text in the batch is empty (after HTML clean-up).")
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
         raise ValueError(f"Empty text at position(s) {shown} (after HTML clean-up).")
-    return texts

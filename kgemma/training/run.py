@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from kgemma.data import drop_overlap
+from kgemma.data import is_single_file
 from kgemma.data import load_imdb
 from kgemma.data import overlap_report
 from kgemma.data import read_reviews
@@ -27,8 +28,8 @@ def load_training_data(source, config, data_dir=None, eval_source=None, **fields
     and optionally drop, training rows whose text also occurs in it; it is never
     trained or tuned on.
     """
-    is_file = source not in (None, "tfds") and Path(source).is_file()
-    reviews = read_reviews(source, **fields) if is_file else load_imdb("train", source, data_dir, **fields)
+    is_file = is_single_file(source)
+    reviews = load_imdb("train", source, data_dir, **fields)
     report = {"source": reviews.source, "rows": len(reviews)}
     evaluation = None
     if eval_source is not None:

@@ -105,6 +105,8 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1)
         bar = keras.utils.Progbar(len(batches), verbose=verbose, stateful_metrics=["loss", "accuracy", "reviews/s"])
         bar.update(progress["step"])
         epoch_start = time.perf_counter()
+        done = history.epoch_steps(epoch)  # Steps of this epoch before a resume.
+        loss_sum, accuracy_sum = sum(s["loss"] for s in done), sum(s["accuracy"] for s in done)
         for step in range(progress["step"], len(batches)):
             rows, width = batches[step]
             x = {"token_ids": features["token_ids"][rows, :width], "padding_mask": features["padding_mask"][rows, :width]}
@@ -125,12 +127,12 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1)
                 "reviews_per_s": len(rows) / seconds,
             }
             history.steps.append(record)
-            done = history.epoch_steps(epoch)
+            loss_sum, accuracy_sum = loss_sum + record["loss"], accuracy_sum + record["accuracy"]
             bar.update(
                 step + 1,
                 [
-                    ("loss", np.mean([s["loss"] for s in done])),
-                    ("accuracy", np.mean([s["accuracy"] for s in done])),
+                    ("loss", loss_sum / (step + 1)),
+                    ("accuracy", accuracy_sum / (step + 1)),
                     ("reviews/s", record["reviews_per_s"]),
                 ],
             )
