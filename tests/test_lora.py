@@ -100,7 +100,31 @@ def test_a_training_step_changes_only_lora_and_head_weights(make_classifier, kin
 
 
 def test_bad_lora_settings_are_refused(make_classifier):
+    with pytest.raises(ValueError, match="lora_layers must be an integer from 1 to 2"):
+        make_classifier(lora_layers=3)
     with pytest.raises(ValueError, match="lora_targets must be one of"):
         make_classifier(lora_targets="everything")
     with pytest.raises(ValueError, match="lora_rank must be a non-negative integer"):
         make_classifier(lora_rank=-1)
+
+
+def test_lora_layers_adapts_only_the_top_blocks(make_classifier, kind):
+    everywhere, top = make_classifier(kind), make_classifier(kind, lora_layers=1)
+    assert [a.name for a in everywhere.lora_adapters][2:] == [a.name for a in top.lora_adapters]
+    assert (everywhere.frozen_depth, top.frozen_depth) == (0, 1)
+    assert make_classifier(kind, lora_rank=0).frozen_depth == 2
+
+
+def test_frozen_prefix_and_upper_stack_compute_the_classifier(make_classifier, kind):
+    from tests.conftest import randomize_head
+
+    clf = randomize_head(make_classifier(kind, lora_layers=1))
+    for adapter in clf.lora_adapters:  # Nonzero updates, so the adapters matter.
+        adapter.lora_b.assign(np.random.default_rng(0).normal(size=adapter.lora_b.shape))
+    features = {k: np.asarray(v) for k, v in clf.preprocessor(["A fine film.", "Dull, long, and far too loud."]).items()}
+    states = clf.frozen_prefix()(features)
+    split = clf.upper_stack()({"hidden_states": states, "padding_mask": features["padding_mask"]})
+    whole = np.asarray(clf(features, training=False))
+    assert np.abs(whole).max() > 1e-3
+    np.testing.assert_allclose(np.asarray(split), whole, atol=1e-5)
+    assert [w.path for w in clf.upper_stack().trainable_weights] == [w.path for w in clf.trainable_weights]

@@ -46,6 +46,7 @@ def test_adapter_holds_only_lora_and_head(make_classifier, tmp_path):
     [
         (dict(lora_rank=4), "lora_rank=8 but this classifier has lora_rank=4"),
         (dict(lora_targets="all"), "lora_targets"),
+        (dict(lora_layers=1), "lora_layers=None but this classifier has lora_layers=1"),
         (dict(seed=5), "different base model"),
     ],
 )

@@ -159,3 +159,22 @@ def test_a_killed_run_resumes_at_its_last_checkpoint(tiny_preset, data_file, tmp
     assert expected.keys() == got.keys()
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], atol=1e-5, err_msg=name)
+
+
+def test_a_cached_frozen_prefix_trains_exactly_like_the_full_model(tiny_preset, data_file, tmp_path):
+    # No dropout: the cached run must take the same steps as the uncached one.
+    common = ["--epochs", "2", "--max-examples", "60", "--dropout", "0", "--lora-dropout", "0", "--no-save-keras",
+              "--lora-layers", "1", "--no-jit-compile"]  # fmt: skip
+    runs = {}
+    for name, flag in (("cached", "--cache-prefix"), ("full", "--no-cache-prefix")):
+        result = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, tmp_path / name, *common, flag))
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads((tmp_path / name / "history.json").read_text())
+    cached, full = runs["cached"], runs["full"]
+    np.testing.assert_allclose([s["loss"] for s in cached["steps"]], [s["loss"] for s in full["steps"]], atol=1e-4)
+    np.testing.assert_allclose([e["val_loss"] for e in cached["epochs"]], [e["val_loss"] for e in full["epochs"]], atol=1e-4)
+    expected, got = adapter_arrays(tmp_path / "full" / "adapter.npz"), adapter_arrays(tmp_path / "cached" / "adapter.npz")
+    # One block's query and value adapters (A, B each), the pooled norm and the dense head.
+    assert expected.keys() == got.keys() and len(expected) == 8
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-4, err_msg=name)

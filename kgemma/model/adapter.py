@@ -86,10 +86,11 @@ def _check_compatible(classifier, header, path):
             f"{fingerprint}. Load it onto the model it was trained on."
         )
     saved, current = header["classifier"], classifier.rebuild_config()
-    for key in ("lora_rank", "lora_targets", "num_classes", "normalize_pooled"):
-        if saved[key] != current[key]:
+    for key in ("lora_rank", "lora_targets", "lora_layers", "num_classes", "normalize_pooled"):
+        # Adapters written before `lora_layers` existed adapt every block (None).
+        if saved.get(key) != current[key]:
             raise ValueError(
-                f"{path} has {key}={saved[key]!r} but this classifier has {key}={current[key]!r}; "
+                f"{path} has {key}={saved.get(key)!r} but this classifier has {key}={current[key]!r}; "
                 "build it with the adapter's settings, or use GemmaSentimentClassifier.from_adapter()."
             )
 

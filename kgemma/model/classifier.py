@@ -8,7 +8,10 @@ from kgemma.model import adapter as adapter_file
 from kgemma.model.backbones import check_backbone
 from kgemma.model.backbones import context_length
 from kgemma.model.batching import length_sorted_batches
+from kgemma.model.frozen_prefix import FrozenPrefix
+from kgemma.model.frozen_prefix import UpperStack
 from kgemma.model.lora import attach_lora
+from kgemma.model.lora import first_adapted_block
 from kgemma.model.pooling import SequencePooling
 from kgemma.model.preprocessor import GemmaSentimentClassifierPreprocessor
 from kgemma.model.text import check_not_empty
@@ -44,6 +47,9 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         lora_dropout: float, dropout on the LoRA branch's input. Defaults to 0.1.
         lora_targets: which projections LoRA adapts: `"query_value"` (default),
             `"attention"` (query, key, value, output) or `"all"` (attention and MLP).
+        lora_layers: `None` (default) adapts every decoder block; an integer N
+            adapts only the top N. The blocks below then need no backward pass, and
+            a trainer can compute their output once per review (`frozen_prefix`).
         normalize_pooled: bool, apply `LayerNormalization` to the pooled vector. Gemma's
             pooled states have a few dimensions with means near 40 against a median
             near 1, and normalizing them keeps the head's first logits small.
@@ -82,6 +88,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         lora_alpha=16.0,
         lora_dropout=0.1,
         lora_targets="query_value",
+        lora_layers=None,
         normalize_pooled=True,
         dropout=0.1,
         activation=None,
@@ -102,7 +109,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         self.preprocessor = preprocessor
         backbone.trainable = False
         self.lora_adapters = (
-            attach_lora(backbone, lora_rank, lora_alpha, lora_dropout, lora_targets) if lora_rank else []
+            attach_lora(backbone, lora_rank, lora_alpha, lora_dropout, lora_targets, lora_layers) if lora_rank else []
         )
         self.pooler = SequencePooling(pooling, name="pooling")
         self.head_layers = []
@@ -132,6 +139,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         self.lora_alpha = float(lora_alpha)
         self.lora_dropout = float(lora_dropout)
         self.lora_targets = lora_targets
+        self.lora_layers = lora_layers
         self.normalize_pooled = normalize_pooled
         self.dropout = dropout
         self.activation = keras.activations.get(activation)
@@ -213,6 +221,25 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    # --- The frozen prefix ------------------------------------------------------------
+
+    @property
+    def frozen_depth(self):
+        """How many lower decoder blocks hold no trainable weight (no LoRA adapter)."""
+        if not self.lora_adapters:
+            return self.backbone.num_layers
+        return first_adapted_block(self.backbone.num_layers, self.lora_layers)
+
+    def frozen_prefix(self):
+        """A `FrozenPrefix` model: token inputs to the states entering the first
+        adapted block. Its output for a review is fixed while training."""
+        return FrozenPrefix(self.backbone, self.frozen_depth, name="frozen_prefix")
+
+    def upper_stack(self):
+        """An `UpperStack` model: the prefix's states to this classifier's outputs,
+        sharing this classifier's layers and weights."""
+        return UpperStack(self, self.frozen_depth, name="upper_stack")
+
     # --- Plain-text convenience ----------------------------------------------------
 
     def predict_proba(self, texts, batch_size=8):
@@ -271,6 +298,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             "lora_alpha": self.lora_alpha,
             "lora_dropout": self.lora_dropout,
             "lora_targets": self.lora_targets,
+            "lora_layers": self.lora_layers,
             "normalize_pooled": self.normalize_pooled,
             "dropout": self.dropout,
             "temperature": self.temperature,

@@ -137,10 +137,36 @@ def lora_target_layers(backbone, targets="query_value"):
     return sorted(found, key=lambda pair: _natural_key(pair[1].path))
 
 
-def attach_lora(backbone, rank=8, alpha=16.0, dropout=0.1, targets="query_value"):
-    """Create one `LoRAAdapter` per target projection and attach it; return the list."""
+def block_index(layer):
+    """The decoder block a backbone layer belongs to, from its path."""
+    match = re.search(r"decoder_block_(\d+)", layer.path)
+    if match is None:
+        raise ValueError(f"Layer '{layer.path}' is not inside a decoder block.")
+    return int(match.group(1))
+
+
+def first_adapted_block(num_layers, lora_layers=None):
+    """Index of the lowest decoder block LoRA adapts: `lora_layers=None` adapts all
+    blocks, an integer N the top N. The blocks below it stay frozen."""
+    if lora_layers is None:
+        return 0
+    if not isinstance(lora_layers, int) or not 1 <= lora_layers <= num_layers:
+        raise ValueError(f"lora_layers must be an integer from 1 to {num_layers} (the backbone's layers), or None for all; got {lora_layers!r}.")
+    return num_layers - lora_layers
+
+
+def attach_lora(backbone, rank=8, alpha=16.0, dropout=0.1, targets="query_value", lora_layers=None):
+    """Create one `LoRAAdapter` per target projection and attach it; return the list.
+
+    With `lora_layers=N` only the top N decoder blocks are adapted. Adapters keep
+    their index among all target projections in their name, so the same layer
+    has the same adapter name whatever `lora_layers` is.
+    """
+    lowest = first_adapted_block(backbone.num_layers, lora_layers)
     adapters = []
     for index, (attribute, layer) in enumerate(lora_target_layers(backbone, targets)):
+        if block_index(layer) < lowest:
+            continue
         if hasattr(layer, "kgemma_lora"):
             raise ValueError(f"Layer '{layer.path}' already has a LoRA adapter attached.")
         adapter = LoRAAdapter(

@@ -32,6 +32,11 @@ class TrainingConfig:
         pooling: `"mean"` or `"last"`.
         dropout: dropout before the classification head.
         lora_rank, lora_alpha, lora_dropout, lora_targets: the LoRA settings.
+        lora_layers: adapt only the top N decoder blocks (`None`: all of them).
+        cache_prefix: with `lora_layers`, compute the frozen lower blocks' output
+            once per review and train only the upper blocks and head on it
+            (the same computation, run once instead of every epoch).
+        jit_compile: compile the train and predict steps with XLA.
         seed: seeds the split, the sample, the shuffling and the initial weights.
         checkpoint_every: steps between resumable checkpoints (and at each epoch end).
         drop_overlap: drop training rows whose text also occurs in the evaluation split.
@@ -56,6 +61,9 @@ class TrainingConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.1
     lora_targets: str = "query_value"
+    lora_layers: int = None
+    cache_prefix: bool = True
+    jit_compile: bool = True
     seed: int = 0
     checkpoint_every: int = 25
     drop_overlap: bool = False
@@ -83,7 +91,7 @@ class TrainingConfig:
 
     def classifier_options(self):
         """The `GemmaSentimentClassifier.from_preset` arguments this config sets."""
-        names = ("sequence_length", "truncation", "pooling", "dropout", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
+        names = ("sequence_length", "truncation", "pooling", "dropout", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_layers")
         return {name: getattr(self, name) for name in names}
 
     def to_json(self):

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kgemma.model.batching import length_sorted_batches
 from kgemma.training.batches import epoch_batches
 from kgemma.training.checkpoint import load_state
 from kgemma.training.checkpoint import save_state
@@ -45,6 +46,64 @@ def tokenize(preprocessor, texts, chunk=512):
         ids.append(np.asarray(x["token_ids"]))
         masks.append(np.asarray(x["padding_mask"]))
     return {"token_ids": np.concatenate(ids), "padding_mask": np.concatenate(masks)}
+
+
+def model_inputs(features, rows, width, states=None):
+    """A batch for the model: token ids, or the frozen prefix's cached states."""
+    mask = features["padding_mask"][rows, :width]
+    if states is None:
+        return {"token_ids": features["token_ids"][rows, :width], "padding_mask": mask}
+    hidden = np.zeros((len(rows), width, states[0].shape[-1]), dtype=states[0].dtype)
+    for j, i in enumerate(rows):
+        hidden[j, : len(states[i])] = states[i][:width]
+    return {"hidden_states": hidden, "padding_mask": mask}
+
+
+def predict_logits(model, features, batch_size, states=None):
+    """`model`'s outputs for every row, in length-sorted batches trimmed of padding."""
+    lengths = features["padding_mask"].sum(axis=1)
+    logits = None
+    for rows, width in length_sorted_batches(lengths, batch_size, limit=features["token_ids"].shape[1]):
+        # keras.Model's own predict step: the batch is already preprocessed.
+        out = keras.ops.convert_to_numpy(keras.Model.predict_on_batch(model, model_inputs(features, rows, width, states)))
+        if logits is None:
+            logits = np.zeros((len(lengths),) + out.shape[1:], dtype=out.dtype)
+        logits[rows] = out
+    return logits
+
+
+def prefix_states(classifier, features, batch_size, jit_compile=True):
+    """The frozen prefix's output for every row, each trimmed to its own length.
+
+    Padding is on the right, and no later layer reads padding positions, so a
+    review's states can be padded with zeros to any batch width.
+    """
+    prefix = classifier.frozen_prefix()
+    prefix.compile(jit_compile=jit_compile)
+    lengths = features["padding_mask"].sum(axis=1)
+    states = [None] * len(lengths)
+    for rows, width in length_sorted_batches(lengths, batch_size, limit=features["token_ids"].shape[1]):
+        out = keras.ops.convert_to_numpy(keras.Model.predict_on_batch(prefix, model_inputs(features, rows, width)))
+        for j, i in enumerate(rows):
+            states[i] = out[j, : lengths[i]]
+    return states
+
+
+def training_model(classifier, config, total_steps):
+    """The model `fit` trains: the classifier, or, with a cached frozen prefix, its
+    `UpperStack` (same weights), compiled with the run's optimizer."""
+    use_cache = config.cache_prefix and config.lora_layers is not None and classifier.frozen_depth > 0
+    classifier.compile(optimizer=make_optimizer(config, total_steps), jit_compile=config.jit_compile)
+    if not use_cache:
+        return classifier, False
+    upper = classifier.upper_stack()
+    upper.compile(
+        optimizer=classifier.optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=classifier.activation != keras.activations.softmax),
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        jit_compile=config.jit_compile,
+    )
+    return upper, True
 
 
 def loss_and_accuracy(logits, labels):
@@ -86,17 +145,29 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1)
     val_features = tokenize(classifier.preprocessor, validation.texts)
     limit = features["token_ids"].shape[1]
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    classifier.compile(optimizer=make_optimizer(config, steps_per_epoch * config.epochs))
+    model, cached = training_model(classifier, config, steps_per_epoch * config.epochs)
+    states = val_states = None
+    if cached:
+        started = time.perf_counter()
+        states = prefix_states(classifier, features, config.batch_size, config.jit_compile)
+        val_states = prefix_states(classifier, val_features, config.batch_size, config.jit_compile)
+        prefix_seconds = time.perf_counter() - started
+        if verbose:
+            print(f"Cached the frozen prefix ({classifier.frozen_depth} blocks) of {len(states) + len(val_states)} reviews in {prefix_seconds:.0f} s.")
 
     progress, best_weights, history = _fresh_progress(), None, History()
     if resume:
-        progress, best_weights = load_state(run_dir / CHECKPOINT, classifier)
+        progress, best_weights = load_state(run_dir / CHECKPOINT, model)
         history = History.load(run_dir, up_to_step=progress["global_step"])
         if verbose:
             print(f"Resuming at epoch {progress['epoch'] + 1}, step {progress['step']} of {steps_per_epoch}.")
 
+    if cached:
+        # Training time includes the prefix pass, so reviews/s stay comparable.
+        progress["train_seconds"] += prefix_seconds
+
     def checkpoint():
-        save_state(run_dir / CHECKPOINT, classifier, progress, best_weights)
+        save_state(run_dir / CHECKPOINT, model, progress, best_weights)
         history.save(run_dir)
 
     while not progress["finished"] and progress["epoch"] < config.epochs:
@@ -109,10 +180,10 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1)
         loss_sum, accuracy_sum = sum(s["loss"] for s in done), sum(s["accuracy"] for s in done)
         for step in range(progress["step"], len(batches)):
             rows, width = batches[step]
-            x = {"token_ids": features["token_ids"][rows, :width], "padding_mask": features["padding_mask"][rows, :width]}
+            x = model_inputs(features, rows, width, states)
             started = time.perf_counter()
             # keras.Model's own train step: the batch is already preprocessed.
-            logs = keras.Model.train_on_batch(classifier, x, train.labels[rows], return_dict=True)
+            logs = keras.Model.train_on_batch(model, x, train.labels[rows], return_dict=True)
             seconds = time.perf_counter() - started
             progress["train_seconds"] += seconds
             progress["step"], progress["global_step"] = step + 1, progress["global_step"] + 1
@@ -123,7 +194,7 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1)
                 "reviews": len(rows),
                 "loss": float(logs["loss"]),
                 "accuracy": float(logs["sparse_categorical_accuracy"]),
-                "learning_rate": float(classifier.optimizer.learning_rate),
+                "learning_rate": float(model.optimizer.learning_rate),
                 "reviews_per_s": len(rows) / seconds,
             }
             history.steps.append(record)
@@ -138,22 +209,22 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1)
             )
             if progress["global_step"] % config.checkpoint_every == 0:
                 checkpoint()
-        best_weights = _end_epoch(classifier, validation, val_features, config, progress, history, best_weights, epoch_start, verbose)
+        val_logits = predict_logits(model, val_features, config.batch_size, val_states)
+        best_weights = _end_epoch(model, validation, val_logits, config, progress, history, best_weights, epoch_start, verbose)
         checkpoint()
 
     if best_weights is not None:
-        for variable, value in zip(classifier.trainable_weights, best_weights):
+        for variable, value in zip(model.trainable_weights, best_weights):
             variable.assign(value)
     progress["finished"] = True
     checkpoint()
     return history, progress
 
 
-def _end_epoch(classifier, validation, val_features, config, progress, history, best_weights, started, verbose):
-    """Validate, record the epoch, apply early stopping; return the best weights so far."""
+def _end_epoch(model, validation, val_logits, config, progress, history, best_weights, started, verbose):
+    """Record the epoch's validation, apply early stopping; return the best weights so far."""
     epoch = progress["epoch"]
-    logits = classifier.logits_for_features(val_features, batch_size=config.batch_size)
-    val_loss, val_accuracy = loss_and_accuracy(logits, validation.labels)
+    val_loss, val_accuracy = loss_and_accuracy(val_logits, validation.labels)
     done = history.epoch_steps(epoch)
     history.epochs.append(
         {
@@ -167,7 +238,7 @@ def _end_epoch(classifier, validation, val_features, config, progress, history, 
     )
     if progress["best_val_loss"] is None or val_loss < progress["best_val_loss"]:
         progress.update(best_val_loss=val_loss, best_epoch=epoch, epochs_without_improvement=0)
-        best_weights = [np.array(w.numpy()) for w in classifier.trainable_weights]
+        best_weights = [np.array(w.numpy()) for w in model.trainable_weights]
     else:
         progress["epochs_without_improvement"] += 1
     if verbose:
