@@ -26,6 +26,10 @@ CORPUS = [
 
 @pytest.fixture(scope="session")
 def spm_proto():
+    return train_spm_proto()
+
+
+def train_spm_proto():
     """A 400-piece BPE (256 of them byte fallbacks) SentencePiece model with Gemma's special tokens."""
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(

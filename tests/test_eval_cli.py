@@ -71,3 +71,55 @@ def test_eval_errors(tiny_run, tmp_path):
     bad_data.write_bytes(b'{"text": "x", "label": 1}\n{"text": "\xff", "label": 0}\n')
     result = runner.invoke(eval_main, ["--adapter", str(run / "adapter.npz"), "--data", str(bad_data), "--output", str(tmp_path / "o")])
     assert result.exit_code == 1 and "bad.jsonl, line 2: not valid UTF-8" in result.output
+
+
+def test_sharded_evaluation_merges_into_the_single_run_report(tiny_run, tmp_path):
+    run, test = tiny_run
+    runner = CliRunner()
+    common = ["--data", str(test), "--max-examples", "50", "--format", "json"]
+    single = tmp_path / "single"
+    assert runner.invoke(eval_main, ["--adapter", str(run / "adapter.npz"), *common, "--output", str(single)]).exit_code == 0
+    shards = [tmp_path / f"shard{i}" for i in range(3)]
+    for i, folder in enumerate(shards):
+        result = runner.invoke(eval_main, ["--adapter", str(run / "adapter.npz"), *common, "--shard", f"{i}/3", "--output", str(folder)])
+        assert result.exit_code == 0, result.output
+        assert len((folder / "predictions.jsonl").read_text().splitlines()) == len(range(i, 50, 3))
+        assert not (folder / "metrics.json").exists()
+
+    incomplete = runner.invoke(eval_main, [*common, "--merge", str(shards[0]), "--merge", str(shards[2]), "--output", str(tmp_path / "bad")])
+    assert incomplete.exit_code == 1 and "not one complete set" in incomplete.output
+    other_rows = runner.invoke(eval_main, ["--data", str(test), "--max-examples", "40", *[a for s in shards for a in ("--merge", str(s))], "--output", str(tmp_path / "bad")])
+    assert other_rows.exit_code == 1 and "these data have 40" in other_rows.output
+
+    merged = tmp_path / "merged"
+    result = runner.invoke(eval_main, [*common, *[a for s in shards for a in ("--merge", str(s))], "--output", str(merged)])
+    assert result.exit_code == 0, result.output
+    expected, got = (json.loads((f / "metrics.json").read_text()) for f in (single, merged))
+    # Same rows, same predictions: counts and accuracies equal; probability-based figures
+    # equal up to float rounding (a row's logits differ by ~1e-7 across batch widths).
+    assert got["overall"]["accuracy"] == expected["overall"]["accuracy"]
+    assert_same_numbers(got["overall"], expected["overall"])
+    assert_same_numbers(got["slices"], expected["slices"])
+    assert_same_numbers(got["calibration"], expected["calibration"])
+    assert got["baseline"] == expected["baseline"] and got["model"]["settings"] == expected["model"]["settings"]
+
+
+def assert_same_numbers(got, expected, where="metrics"):
+    if isinstance(expected, dict):
+        assert got.keys() == expected.keys(), where
+        for key in expected:
+            assert_same_numbers(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert len(got) == len(expected), where
+        for i, (g, e) in enumerate(zip(got, expected)):
+            assert_same_numbers(g, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), where
+    else:
+        assert got == expected, where
+
+
+def test_bad_shard_specs_are_refused(tiny_run, tmp_path):
+    run, test = tiny_run
+    result = CliRunner().invoke(eval_main, ["--adapter", str(run / "adapter.npz"), "--data", str(test), "--shard", "3/3", "--output", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "A shard is I/N with 0 <= I < N" in result.output

@@ -95,3 +95,19 @@ def test_failed_adapter_save_keeps_the_previous_file(make_classifier, tmp_path, 
         trained(clf).save_adapter(path)
     assert path.read_bytes() == original
     assert [p.name for p in tmp_path.iterdir()] == ["adapter.npz"]
+
+
+def test_a_bfloat16_copy_of_the_base_model_takes_the_same_adapters(make_classifier, tmp_path):
+    import keras_hub
+
+    from kgemma.model.backbones import backbone_fingerprint
+
+    clf = trained(make_classifier())
+    path = clf.save_adapter(tmp_path / "adapter.npz")
+    config = {**clf.backbone.get_config(), "dtype": "bfloat16"}
+    half = keras_hub.models.Gemma3Backbone.from_config(config)
+    half.set_weights(clf.backbone.get_weights())
+    assert backbone_fingerprint(half) == backbone_fingerprint(clf.backbone)
+    other = type(clf)(backbone=half, preprocessor=clf.preprocessor).load_adapter(path)
+    texts = ["A fine film.", "Dull and far too long."]
+    np.testing.assert_allclose(other.predict_proba(texts), clf.predict_proba(texts), atol=0.05)

@@ -1,11 +1,14 @@
 """`kgemma-eval`: evaluate a sentiment classifier and write its report."""
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 
+from kgemma.cli.common import distribution_options
 from kgemma.cli.common import file_fields
+from kgemma.cli.common import make_distribution
 from kgemma.cli.common import user_errors_as_messages
 
 EPILOG = """\b
@@ -15,10 +18,13 @@ Examples:
   # A saved .keras model, with contrast pairs and a custom slice:
   kgemma-eval --model model.keras --data ../shared/data/imdb --max-examples 500 \\
       --contrast dev_original.tsv dev_contrast.tsv --slice spoilers='spoiler' --output eval
+  # Four workers score a quarter each (any machines), then one merges the report:
+  kgemma-eval --adapter a.npz --data ../shared/data/imdb --shard 0/4 --output eval/shard0   # ... up to 3/4
+  kgemma-eval --data ../shared/data/imdb --merge eval/shard0 --merge eval/shard1 --merge eval/shard2 --merge eval/shard3 --output eval
 """
 
 
-def load_classifier(model_path, adapter_path, preset):
+def load_classifier(model_path, adapter_path, preset, dtype=None):
     """A classifier from a `.keras` file or an adapter (on its base preset)."""
     import keras
 
@@ -27,7 +33,7 @@ def load_classifier(model_path, adapter_path, preset):
     if bool(model_path) == bool(adapter_path):
         raise click.UsageError("Pass exactly one of --model or --adapter.")
     if adapter_path:
-        return GemmaSentimentClassifier.from_adapter(adapter_path, preset=preset)
+        return GemmaSentimentClassifier.from_adapter(adapter_path, preset=preset, dtype=dtype)
     try:
         model = keras.saving.load_model(model_path)
     except Exception as e:
@@ -95,6 +101,7 @@ def progress_printer(label):
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A saved .keras model.")
 @click.option("--adapter", "adapter_path", type=click.Path(exists=True, dir_okay=False), help="An adapter .npz from kgemma-train or save_adapter().")
 @click.option("--preset", default=None, help="Base model for --adapter (default: the one recorded in the adapter).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default=None, help="Backbone dtype for --adapter (default float32); bfloat16 is faster on CPUs with AMX.")
 @click.option("--data", "data_source", default=None, help="'tfds', an aclImdb folder, a folder with test.jsonl.gz, or any labelled .jsonl/.csv/.tsv file. Default: $KGEMMA_IMDB_DIR, else tfds.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="IMDB split (ignored for a single file).")
 @click.option("--data-dir", default=None, help="tensorflow-datasets data directory.")
@@ -111,10 +118,13 @@ def progress_printer(label):
 @click.option("--baseline/--no-baseline", default=True, show_default=True, help="Train and score a TF-IDF + logistic regression baseline on the same rows.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["json", "md", "html"]), default=("json", "md", "html"), show_default=True)
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Report folder; predictions.jsonl there lets an interrupted run resume.")
+@click.option("--shard", default=None, metavar="I/N", help="Score only rows I, I+N, I+2N, ... into --output (one worker of N), and write no report.")
+@click.option("--merge", multiple=True, type=click.Path(exists=True, file_okay=False), help="A --shard output folder; give all N to merge their predictions into one report, exactly as one run would.")
+@distribution_options
 @user_errors_as_messages
-def main(model_path, adapter_path, preset, data_source, split, data_dir, text_field, label_field, max_examples, seed,
+def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, text_field, label_field, max_examples, seed,
          batch_size, slice_rules, contrast_tsv, contrast_pairs, temperature_scaling, calibration_examples, baseline,
-         formats, output_dir):  # fmt: skip
+         formats, output_dir, shard, merge, distribution, devices, model_parallel, multi_worker):  # fmt: skip
     """Evaluate a Gemma sentiment classifier: metrics with confidence intervals,
     calibration, nuanced-review slices, contrast pairs, a baseline, and a report."""
     from kgemma.data import default_imdb_source
@@ -126,6 +136,10 @@ def main(model_path, adapter_path, preset, data_source, split, data_dir, text_fi
     from kgemma.evaluation import evaluate_predictions
     from kgemma.evaluation import fit_temperature
     from kgemma.evaluation import fit_tfidf_baseline
+    from kgemma.evaluation import merge_shards
+    from kgemma.evaluation import parse_shard
+    from kgemma.evaluation import shard_rows
+    from kgemma.evaluation import write_shard_info
     from kgemma.evaluation import read_contrast
     from kgemma.evaluation import stream_predictions
     from kgemma.evaluation import write_report
@@ -146,10 +160,30 @@ def main(model_path, adapter_path, preset, data_source, split, data_dir, text_fi
     contrast_sets = [(f"{Path(o).name} / {Path(e).name}", read_contrast([o, e])) for o, e in contrast_tsv]
     contrast_sets += [(Path(p).name, read_contrast([p])) for p in contrast_pairs]
 
-    classifier = load_classifier(model_path, adapter_path, preset)
-    score = make_scorer(classifier, batch_size)
     out = Path(output_dir)
-    logits, n_tokens = stream_predictions(out / "predictions.jsonl", reviews, score, on_progress=progress_printer("Scoring"))
+    if merge:
+        if model_path or adapter_path or temperature_scaling or contrast_sets:
+            raise click.UsageError("--merge combines shards' predictions: pass no --model, --adapter, --temperature-scaling or --contrast.")
+        logits, n_tokens, info = merge_shards(merge, reviews)
+        model_path, adapter_path, settings = info["model"], info["adapter"], info["settings"]
+    else:
+        if distribution == "data":
+            raise click.UsageError("Evaluation scales out by --shard I/N (one worker per device or host); --distribution model splits a model too big for one device.")
+        plan = make_distribution(distribution, devices, model_parallel, multi_worker, preset) if distribution != "none" else None
+        with plan.scope() if plan else contextlib.nullcontext():
+            classifier = load_classifier(model_path, adapter_path, preset, dtype)
+        settings = classifier.rebuild_config()
+        score = make_scorer(classifier, batch_size)
+        if shard:
+            index, count = parse_shard(shard)
+            rows = shard_rows(len(reviews), index, count)
+            stream_predictions(out / "predictions.jsonl", reviews.subset(rows), score, on_progress=progress_printer(f"Shard {shard}"))
+            paths = {"model": model_path and str(Path(model_path).resolve()), "adapter": adapter_path and str(Path(adapter_path).resolve())}
+            write_shard_info(out, index, count, len(reviews), {**paths, "settings": settings})
+            click.echo(f"Shard {index}/{count}: scored {len(rows)} of {len(reviews)} rows into {out}. "
+                       "Merge all shards with kgemma-eval --merge DIR0 --merge DIR1 ... and the same data options.")  # fmt: skip
+            return
+        logits, n_tokens = stream_predictions(out / "predictions.jsonl", reviews, score, on_progress=progress_printer("Scoring"))
 
     run, history = run_info(model_path, adapter_path)
     needs_train_rows = baseline or temperature_scaling
@@ -174,14 +208,14 @@ def main(model_path, adapter_path, preset, data_source, split, data_dir, text_fi
         reviews,
         logits,
         n_tokens=n_tokens,
-        sequence_length=classifier.preprocessor.sequence_length,
+        sequence_length=settings.get("sequence_length"),
         slices=slices,
         temperature=temperature,
         baseline_probabilities=baseline_probabilities,
         contrast=contrast,
         seed=seed,
     )
-    metrics["model"] = {"model": model_path, "adapter": adapter_path, "settings": classifier.rebuild_config()}
+    metrics["model"] = {"model": model_path, "adapter": adapter_path, "settings": settings}
     if "baseline" in metrics:
         metrics["baseline"]["train_rows"] = len(train)
     write_report(metrics, out, formats=formats, history=history, title=f"kgemma evaluation: {Path(model_path or adapter_path).name}")

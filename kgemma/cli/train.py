@@ -4,7 +4,9 @@ import json
 
 import click
 
+from kgemma.cli.common import distribution_options
 from kgemma.cli.common import file_fields
+from kgemma.cli.common import make_distribution
 from kgemma.cli.common import user_errors_as_messages
 
 EPILOG = """\b
@@ -15,6 +17,8 @@ Examples:
   kgemma-train --data ../shared/data/imdb --max-examples 400 --output runs/small --resume
   # Full IMDB train split from tensorflow-datasets, Gemma 2B, wider LoRA:
   kgemma-train --preset gemma_2b_en --lora-targets all --output runs/2b
+  # Data parallel over 8 GPUs (JAX: KERAS_BACKEND=jax; TensorFlow: MirroredStrategy):
+  kgemma-train --preset gemma2_2b_en --distribution data --batch-size 64 --output runs/2b-dp
 """
 
 
@@ -44,7 +48,8 @@ Examples:
 @click.option("--lora-targets", type=click.Choice(["query_value", "attention", "all"]), default="query_value", show_default=True)
 @click.option("--lora-layers", type=click.IntRange(min=1), default=None, help="Adapt only the top N decoder blocks (default: all). The blocks below run forward-only.")
 @click.option("--cache-prefix/--no-cache-prefix", default=True, show_default=True, help="With --lora-layers: compute the frozen lower blocks once per review and reuse them every epoch.")
-@click.option("--jit-compile/--no-jit-compile", default=True, show_default=True, help="Compile train and predict steps with XLA.")
+@click.option("--jit-compile/--no-jit-compile", default=None, help="Compile train and predict steps with XLA (default: Keras decides; no XLA on a CPU).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default=None, help="Backbone dtype (default float32). bfloat16 is about 1.8x faster on CPUs with AMX; LoRA and head stay float32.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=25, show_default=True, help="Steps between resumable checkpoints.")
 @click.option("--drop-overlap", is_flag=True, help="Drop training rows whose text also occurs in the test split.")
@@ -53,8 +58,10 @@ Examples:
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints and outputs.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@distribution_options
 @user_errors_as_messages
-def main(preset, data_source, data_dir, text_field, label_field, output_dir, resume, save_keras, quiet, **settings):
+def main(preset, data_source, data_dir, text_field, label_field, output_dir, resume, save_keras, quiet,
+         distribution, devices, model_parallel, multi_worker, **settings):  # fmt: skip
     """Fine-tune a Gemma sentiment classifier with LoRA on IMDB or a labelled file.
 
     Defaults follow the fine-tuning report: LoRA rank 8, alpha 16, dropout 0.1 on
@@ -76,6 +83,7 @@ def main(preset, data_source, data_dir, text_field, label_field, output_dir, res
         resume=resume,
         save_keras=save_keras,
         verbose=0 if quiet else 1,
+        distribution=make_distribution(distribution, devices, model_parallel, multi_worker, preset),
         **fields,
     )
     click.echo(json.dumps(summary, indent=2))

@@ -13,7 +13,11 @@ from kgemma.evaluation.contrast import read_contrast
 from kgemma.evaluation.metrics import bootstrap_interval
 from kgemma.evaluation.metrics import classification_metrics
 from kgemma.evaluation.mistakes import confident_mistakes
+from kgemma.evaluation.predictions import merge_shards
+from kgemma.evaluation.predictions import parse_shard
+from kgemma.evaluation.predictions import shard_rows
 from kgemma.evaluation.predictions import stream_predictions
+from kgemma.evaluation.predictions import write_shard_info
 from kgemma.evaluation.report import summary_rows
 from kgemma.evaluation.report import write_report
 from kgemma.evaluation.slices import BUILTIN_SLICES

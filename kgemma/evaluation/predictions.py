@@ -67,3 +67,58 @@ def stream_predictions(path, reviews, score, chunk_size=64, on_progress=None):
             if on_progress:
                 on_progress(len(done), len(reviews))
     return np.array([r["logits"] for r in done], dtype="float64"), np.array([r["n_tokens"] for r in done])
+
+
+SHARD_FILE = "shard.json"
+
+
+def parse_shard(value):
+    """`"I/N"` -> `(I, N)`: this worker scores rows `I, I + N, I + 2N, ...`."""
+    index, sep, count = str(value).partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not int(index) < int(count):
+        raise ValueError(f"A shard is I/N with 0 <= I < N (e.g. 0/4), got {value!r}.")
+    return int(index), int(count)
+
+
+def shard_rows(n, index, count):
+    return np.arange(index, n, count)
+
+
+def write_shard_info(folder, index, count, n_rows, info):
+    """Record which share of how many rows a folder's predictions hold, and the model."""
+    shard = {"index": index, "count": count, "rows": n_rows, **info}
+    (Path(folder) / SHARD_FILE).write_text(json.dumps(shard, indent=2))
+
+
+def merge_shards(folders, reviews):
+    """Logits and token counts for all `reviews` from the shard folders that scored
+    them (each with `predictions.jsonl` and `shard.json`); checks that the shards
+    are of these rows, complete, and cover each row exactly once.
+
+    Returns:
+        `(logits, n_tokens, shard_info)` with the first shard's recorded model info.
+    """
+    infos = []
+    for folder in folders:
+        path = Path(folder) / SHARD_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} holds no {SHARD_FILE}: not a folder written by kgemma-eval --shard.")
+        infos.append(json.loads(path.read_text()))
+    counts = {info["count"] for info in infos}
+    if len(counts) != 1 or sorted(info["index"] for info in infos) != list(range(counts.pop())):
+        names = ", ".join(f"{info['index']}/{info['count']}" for info in infos)
+        raise ValueError(f"Shards {names} are not one complete set of I/N.")
+    if any(info["rows"] != len(reviews) for info in infos):
+        raise ValueError(f"The shards were scored on {infos[0]['rows']} rows; these data have {len(reviews)}. Use the same --data, --max-examples and --seed.")
+    logits, n_tokens = None, np.zeros(len(reviews), dtype="int64")
+    for folder, info in zip(folders, infos):
+        rows = shard_rows(len(reviews), info["index"], info["count"])
+        done = _read_done(Path(folder) / "predictions.jsonl", reviews.subset(rows))
+        if len(done) != len(rows):
+            raise ValueError(f"Shard {info['index']}/{info['count']} in {folder} scored {len(done)} of its {len(rows)} rows; finish it first.")
+        shard_logits = np.array([r["logits"] for r in done], dtype="float64")
+        if logits is None:
+            logits = np.zeros((len(reviews), shard_logits.shape[1]), dtype="float64")
+        logits[rows] = shard_logits
+        n_tokens[rows] = [r["n_tokens"] for r in done]
+    return logits, n_tokens, infos[0]

@@ -29,8 +29,8 @@ def context_length(backbone):
 def backbone_fingerprint(backbone):
     """A short hash of a backbone's architecture and weights.
 
-    It hashes the config and the first and last two rows of every weight, which
-    tells checkpoints apart without reading a gigabyte.
+    It hashes the config (without the dtype) and the first and last two rows of
+    every weight, which tells checkpoints apart without reading a gigabyte.
     """
     digest = hashlib.sha256()
     digest.update(type(backbone).__name__.encode())
@@ -40,5 +40,7 @@ def backbone_fingerprint(backbone):
         digest.update(f"{weight.path}{tuple(weight.shape)}".encode())
         value = weight.value
         rows = value if len(weight.shape) == 0 else keras.ops.concatenate([value[:2], value[-2:]])
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(rows), dtype="float32").tobytes())
+        # Rounded to bfloat16, so the same checkpoint loaded as float32 or bfloat16 matches.
+        rows = keras.ops.convert_to_numpy(keras.ops.cast(rows, "bfloat16"))
+        digest.update(np.ascontiguousarray(rows, dtype="float32").tobytes())
     return digest.hexdigest()[:16]

@@ -15,10 +15,15 @@ def length_sorted_batches(lengths, batch_size, limit, step=WIDTH_STEP):
     """Yield `(row_indices, width)` batches of rows sorted by length.
 
     `width` is the batch's longest length rounded up to `step`, capped at `limit`
-    (the padded sequence length), so callers can trim padding columns.
+    (the padded sequence length), so callers can trim padding columns. Every batch
+    has `batch_size` rows: a short last batch repeats its last row, which keeps the
+    batch shape fixed (one compiled step, and a batch that splits evenly across
+    data-parallel replicas); scattering outputs back by row writes it twice.
     """
     lengths = np.asarray(lengths)
     order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
+        if len(order) > batch_size:
+            rows = np.concatenate([rows, np.repeat(rows[-1:], batch_size - len(rows))])
         yield rows, padded_width(lengths[rows].max(), step, limit=limit)

@@ -97,7 +97,9 @@ class LoRAAdapter(keras.layers.Layer):
         base_call = type(layer).call.__get__(layer)
 
         def call_with_lora(inputs, training=None):
-            return base_call(inputs, training=training) + self(inputs, training=training)
+            base = base_call(inputs, training=training)
+            # The adapter computes in float32 (its own policy) whatever the backbone's dtype.
+            return base + ops.cast(self(inputs, training=training), base.dtype)
 
         layer.call = call_with_lora
         # Not a Keras attribute: the adapter belongs to the task, not the backbone.

@@ -46,3 +46,10 @@ def resolve_preset(preset=None):
         f"Unknown preset '{preset}'. Use None for the embedded Gemma 3 270M, a .gguf path, "
         f"a preset directory, a kaggle:// or hf:// handle, or one of: {', '.join(known)}."
     )
+
+
+def backbone_config(preset=None):
+    """The backbone's config dict of a preset, read without building the model."""
+    from keras_hub.src.utils.preset_utils import load_json
+
+    return load_json(resolve_preset(preset), "config.json")["config"]

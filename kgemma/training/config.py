@@ -36,7 +36,10 @@ class TrainingConfig:
         cache_prefix: with `lora_layers`, compute the frozen lower blocks' output
             once per review and train only the upper blocks and head on it
             (the same computation, run once instead of every epoch).
-        jit_compile: compile the train and predict steps with XLA.
+        jit_compile: compile the train and predict steps with XLA; `None` leaves
+            it to Keras (on a CPU-only TensorFlow, no XLA).
+        dtype: the backbone's dtype policy, e.g. `"bfloat16"` (`None`: float32).
+            LoRA adapters and the head stay float32.
         seed: seeds the split, the sample, the shuffling and the initial weights.
         checkpoint_every: steps between resumable checkpoints (and at each epoch end).
         drop_overlap: drop training rows whose text also occurs in the evaluation split.
@@ -63,7 +66,8 @@ class TrainingConfig:
     lora_targets: str = "query_value"
     lora_layers: int = None
     cache_prefix: bool = True
-    jit_compile: bool = True
+    jit_compile: bool = None
+    dtype: str = None
     seed: int = 0
     checkpoint_every: int = 25
     drop_overlap: bool = False
@@ -72,6 +76,8 @@ class TrainingConfig:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        if self.dtype not in (None, "float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"):
+            raise ValueError(f"dtype must be a Keras float dtype policy such as 'bfloat16', got {self.dtype!r}.")
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}.")

@@ -15,6 +15,7 @@ from kgemma.data import read_reviews
 from kgemma.data import stratified_sample
 from kgemma.data import train_validation_split
 from kgemma.model import GemmaSentimentClassifier
+from kgemma.scaling.distribution import SingleDevice
 from kgemma.training.trainer import fit
 from kgemma.training.trainer import read_progress
 
@@ -65,8 +66,11 @@ def _check_run_dir(run_dir, run_settings, resume):
         raise ValueError(f"{run_dir} was started with different settings ({', '.join(changed)}); resume it with the same ones.")
 
 
-def run_training(config, output_dir, preset=None, data_source=None, data_dir=None, resume=False, save_keras=True, verbose=1, **fields):
+def run_training(config, output_dir, preset=None, data_source=None, data_dir=None, resume=False, save_keras=True, verbose=1, distribution=None, **fields):
     """Fine-tune on IMDB (or a labelled file) and write the run's outputs.
+
+    `distribution` is an optional plan from `kgemma.scaling.create_distribution`:
+    the model is built in its scope and each step's batch split across replicas.
 
     Outputs in `output_dir`: `adapter.npz`, `model.keras` (if `save_keras`),
     `history.json`/`history_steps.csv`/`history_epochs.csv`, `learning_curve.png`,
@@ -87,16 +91,18 @@ def run_training(config, output_dir, preset=None, data_source=None, data_dir=Non
     train, validation, data_report = load_training_data(data_source, config, data_dir, **fields)
     # Seed before building: it fixes the LoRA and head initialization.
     keras.utils.set_random_seed(config.seed)
-    classifier = GemmaSentimentClassifier.from_preset(preset, **config.classifier_options())
+    with (distribution or SingleDevice()).scope():
+        classifier = GemmaSentimentClassifier.from_preset(preset, dtype=config.dtype, **config.classifier_options())
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_FILE).write_text(json.dumps(run_settings, indent=2))
-    history, progress = fit(classifier, train, validation, config, run_dir, resume=resume, verbose=verbose)
+    history, progress = fit(classifier, train, validation, config, run_dir, resume=resume, verbose=verbose, distribution=distribution)
 
     classifier.save_adapter(run_dir / "adapter.npz")
     if save_keras:
         classifier.save(run_dir / "model.keras")
     history.plot(run_dir / "learning_curve.png")
     summary = _summary(classifier, config, data_report, history, progress, time.perf_counter() - started)
+    summary["distribution"] = (distribution or SingleDevice()).describe()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return classifier, summary
 

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from kgemma.model.batching import length_sorted_batches
+from kgemma.scaling.distribution import SingleDevice
 from kgemma.training.batches import epoch_batches
 from kgemma.training.checkpoint import load_state
 from kgemma.training.checkpoint import save_state
@@ -59,51 +60,60 @@ def model_inputs(features, rows, width, states=None):
     return {"hidden_states": hidden, "padding_mask": mask}
 
 
-def predict_logits(model, features, batch_size, states=None):
+def predict_logits(model, features, batch_size, states=None, distribution=None):
     """`model`'s outputs for every row, in length-sorted batches trimmed of padding."""
+    plan = distribution or SingleDevice()
     lengths = features["padding_mask"].sum(axis=1)
     logits = None
     for rows, width in length_sorted_batches(lengths, batch_size, limit=features["token_ids"].shape[1]):
-        # keras.Model's own predict step: the batch is already preprocessed.
-        out = keras.ops.convert_to_numpy(keras.Model.predict_on_batch(model, model_inputs(features, rows, width, states)))
+        # keras.Model's own predict step (the batch is already preprocessed), split across replicas.
+        out = plan.predict_on_batch(model, model_inputs(features, rows, width, states))
         if logits is None:
             logits = np.zeros((len(lengths),) + out.shape[1:], dtype=out.dtype)
         logits[rows] = out
     return logits
 
 
-def prefix_states(classifier, features, batch_size, jit_compile=True):
+def prefix_states(classifier, features, batch_size, jit_compile=None, distribution=None):
     """The frozen prefix's output for every row, each trimmed to its own length.
 
     Padding is on the right, and no later layer reads padding positions, so a
     review's states can be padded with zeros to any batch width.
     """
-    prefix = classifier.frozen_prefix()
-    prefix.compile(jit_compile=jit_compile)
+    plan = distribution or SingleDevice()
+    with plan.scope():
+        prefix = classifier.frozen_prefix()
+        prefix.compile(jit_compile="auto" if jit_compile is None else jit_compile)
     lengths = features["padding_mask"].sum(axis=1)
     states = [None] * len(lengths)
     for rows, width in length_sorted_batches(lengths, batch_size, limit=features["token_ids"].shape[1]):
-        out = keras.ops.convert_to_numpy(keras.Model.predict_on_batch(prefix, model_inputs(features, rows, width)))
+        out = plan.predict_on_batch(prefix, model_inputs(features, rows, width))
         for j, i in enumerate(rows):
             states[i] = out[j, : lengths[i]]
     return states
 
 
-def training_model(classifier, config, total_steps):
+def training_model(classifier, config, total_steps, distribution=None):
     """The model `fit` trains: the classifier, or, with a cached frozen prefix, its
     `UpperStack` (same weights), compiled with the run's optimizer."""
     use_cache = config.cache_prefix and config.lora_layers is not None and classifier.frozen_depth > 0
-    classifier.compile(optimizer=make_optimizer(config, total_steps), jit_compile=config.jit_compile)
-    if not use_cache:
-        return classifier, False
-    upper = classifier.upper_stack()
+    jit_compile = "auto" if config.jit_compile is None else config.jit_compile
+    with (distribution or SingleDevice()).scope():
+        classifier.compile(optimizer=make_optimizer(config, total_steps), jit_compile=jit_compile)
+        if not use_cache:
+            return classifier, False
+        upper = classifier.upper_stack()
+        _compile_like(upper, classifier, jit_compile)
+    return upper, True
+
+
+def _compile_like(upper, classifier, jit_compile):
     upper.compile(
         optimizer=classifier.optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=classifier.activation != keras.activations.softmax),
         metrics=[keras.metrics.SparseCategoricalAccuracy()],
-        jit_compile=config.jit_compile,
+        jit_compile=jit_compile,
     )
-    return upper, True
 
 
 def loss_and_accuracy(logits, labels):
@@ -127,8 +137,12 @@ def _fresh_progress():
     }
 
 
-def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1):
+def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1, distribution=None):
     """Fine-tune `classifier` on `train` (`Reviews`), validating on `validation`.
+
+    With a `distribution` plan (`kgemma.scaling.create_distribution`; the classifier
+    built in its scope), each step's batch is split across its replicas; the last
+    batch of an epoch drops the rows that do not split evenly.
 
     Writes `checkpoint.npz` every `config.checkpoint_every` steps and at each epoch
     end, and `history.*` alongside; with `resume=True` it continues from the last
@@ -145,12 +159,15 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1)
     val_features = tokenize(classifier.preprocessor, validation.texts)
     limit = features["token_ids"].shape[1]
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    model, cached = training_model(classifier, config, steps_per_epoch * config.epochs)
+    plan = distribution or SingleDevice()
+    if config.batch_size % plan.replicas:
+        raise ValueError(f"batch_size {config.batch_size} does not split across {plan.replicas} data-parallel replicas.")
+    model, cached = training_model(classifier, config, steps_per_epoch * config.epochs, plan)
     states = val_states = None
     if cached:
         started = time.perf_counter()
-        states = prefix_states(classifier, features, config.batch_size, config.jit_compile)
-        val_states = prefix_states(classifier, val_features, config.batch_size, config.jit_compile)
+        states = prefix_states(classifier, features, config.batch_size, config.jit_compile, plan)
+        val_states = prefix_states(classifier, val_features, config.batch_size, config.jit_compile, plan)
         prefix_seconds = time.perf_counter() - started
         if verbose:
             print(f"Cached the frozen prefix ({classifier.frozen_depth} blocks) of {len(states) + len(val_states)} reviews in {prefix_seconds:.0f} s.")
@@ -172,7 +189,7 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1)
 
     while not progress["finished"] and progress["epoch"] < config.epochs:
         epoch = progress["epoch"]
-        batches = epoch_batches(lengths, config.batch_size, epoch, config.seed, limit)
+        batches = epoch_batches(lengths, config.batch_size, epoch, config.seed, limit, multiple=plan.replicas)
         bar = keras.utils.Progbar(len(batches), verbose=verbose, stateful_metrics=["loss", "accuracy", "reviews/s"])
         bar.update(progress["step"])
         epoch_start = time.perf_counter()
@@ -182,8 +199,8 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1)
             rows, width = batches[step]
             x = model_inputs(features, rows, width, states)
             started = time.perf_counter()
-            # keras.Model's own train step: the batch is already preprocessed.
-            logs = keras.Model.train_on_batch(model, x, train.labels[rows], return_dict=True)
+            # keras.Model's own train step (the batch is already preprocessed), split across replicas.
+            logs = plan.train_on_batch(model, x, train.labels[rows])
             seconds = time.perf_counter() - started
             progress["train_seconds"] += seconds
             progress["step"], progress["global_step"] = step + 1, progress["global_step"] + 1
@@ -209,7 +226,7 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1)
             )
             if progress["global_step"] % config.checkpoint_every == 0:
                 checkpoint()
-        val_logits = predict_logits(model, val_features, config.batch_size, val_states)
+        val_logits = predict_logits(model, val_features, config.batch_size, val_states, plan)
         best_weights = _end_epoch(model, validation, val_logits, config, progress, history, best_weights, epoch_start, verbose)
         checkpoint()
 
