@@ -123,3 +123,12 @@ def test_bad_shard_specs_are_refused(tiny_run, tmp_path):
     run, test = tiny_run
     result = CliRunner().invoke(eval_main, ["--adapter", str(run / "adapter.npz"), "--data", str(test), "--shard", "3/3", "--output", str(tmp_path / "o")])
     assert result.exit_code == 1 and "A shard is I/N with 0 <= I < N" in result.output
+
+
+def test_eval_distribution_options_say_what_they_need(tiny_run, tmp_path):
+    run, test = tiny_run
+    common = ["--adapter", str(run / "adapter.npz"), "--data", str(test), "--output", str(tmp_path / "o")]
+    data = CliRunner().invoke(eval_main, [*common, "--distribution", "data"])
+    assert data.exit_code == 2 and "--shard I/N" in data.output
+    model = CliRunner().invoke(eval_main, [*common, "--distribution", "model"])
+    assert model.exit_code == 1 and "needs the JAX backend" in model.output

@@ -43,6 +43,13 @@ def load_classifier(model_path, adapter_path, preset, dtype=None):
     return model
 
 
+def adapter_base(adapter_path):
+    """The base preset an adapter records (None: the embedded model, or no adapter)."""
+    from kgemma.model.adapter import read_adapter
+
+    return read_adapter(adapter_path)[0]["base_model"]["preset"] if adapter_path else None
+
+
 def run_info(model_path, adapter_path):
     """The training run folder's settings and history, when the model sits in one."""
     folder = Path(model_path or adapter_path).parent
@@ -169,7 +176,9 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
     else:
         if distribution == "data":
             raise click.UsageError("Evaluation scales out by --shard I/N (one worker per device or host); --distribution model splits a model too big for one device.")
-        plan = make_distribution(distribution, devices, model_parallel, multi_worker, preset) if distribution != "none" else None
+        plan = None
+        if distribution != "none":
+            plan = make_distribution(distribution, devices, model_parallel, multi_worker, preset or adapter_base(adapter_path))
         with plan.scope() if plan else contextlib.nullcontext():
             classifier = load_classifier(model_path, adapter_path, preset, dtype)
         settings = classifier.rebuild_config()
