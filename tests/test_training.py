@@ -178,3 +178,15 @@ def test_a_cached_frozen_prefix_trains_exactly_like_the_full_model(tiny_preset, 
     assert expected.keys() == got.keys() and len(expected) == 8
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], atol=1e-4, err_msg=name)
+
+
+def test_train_command_runs_data_parallel(tiny_preset, data_file, tmp_path):
+    # One CPU here: a one-replica MirroredStrategy, which still makes every variable a
+    # distributed one; tests/test_distribution.py checks two devices step by step.
+    out = tmp_path / "run"
+    result = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, out, "--epochs", "1", "--max-examples", "40",
+                                                     "--no-save-keras", "--distribution", "data"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["distribution"]["strategy"] in ("mirrored", "data") and summary["steps"] == 9
+    assert (out / "adapter.npz").is_file()

@@ -211,7 +211,7 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
                 "reviews": len(rows),
                 "loss": float(logs["loss"]),
                 "accuracy": float(logs["sparse_categorical_accuracy"]),
-                "learning_rate": float(model.optimizer.learning_rate),
+                "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
                 "reviews_per_s": len(rows) / seconds,
             }
             history.steps.append(record)
