@@ -103,11 +103,11 @@ def training_model(classifier, config, total_steps, distribution=None):
         if not use_cache:
             return classifier, False
         upper = classifier.upper_stack()
-        _compile_like(upper, classifier, jit_compile)
+        _compile_upper(upper, classifier, jit_compile)
     return upper, True
 
 
-def _compile_like(upper, classifier, jit_compile):
+def _compile_upper(upper, classifier, jit_compile):
     upper.compile(
         optimizer=classifier.optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=classifier.activation != keras.activations.softmax),
