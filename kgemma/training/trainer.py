@@ -108,6 +108,7 @@ def training_model(classifier, config, total_steps, distribution=None):
 
 
 def _compile_upper(upper, classifier, jit_compile):
+    """Compile the upper stack with the classifier's optimizer (one optimizer state)."""
     upper.compile(
         optimizer=classifier.optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=classifier.activation != keras.activations.softmax),
