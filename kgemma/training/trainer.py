@@ -74,7 +74,7 @@ def predict_logits(model, features, batch_size, states=None, distribution=None):
     return logits
 
 
-def prefix_states(classifier, features, batch_size, jit_compile=None, distribution=None):
+def prefix_states(classifier, features, batch_size, jit_compile=None, distribution=None, verbose=0):
     """The frozen prefix's output for every row, each trimmed to its own length.
 
     Padding is on the right, and no later layer reads padding positions, so a
@@ -86,10 +86,12 @@ def prefix_states(classifier, features, batch_size, jit_compile=None, distributi
         prefix.compile(jit_compile="auto" if jit_compile is None else jit_compile)
     lengths = features["padding_mask"].sum(axis=1)
     states = [None] * len(lengths)
+    bar = keras.utils.Progbar(len(lengths), verbose=verbose, unit_name="review")
     for rows, width in length_sorted_batches(lengths, batch_size, limit=features["token_ids"].shape[1]):
         out = plan.predict_on_batch(prefix, model_inputs(features, rows, width))
         for j, i in enumerate(rows):
             states[i] = out[j, : lengths[i]]
+        bar.add(len(set(rows.tolist())))
     return states
 
 
@@ -167,8 +169,10 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
     states = val_states = None
     if cached:
         started = time.perf_counter()
-        states = prefix_states(classifier, features, config.batch_size, config.jit_compile, plan)
-        val_states = prefix_states(classifier, val_features, config.batch_size, config.jit_compile, plan)
+        if verbose:
+            print(f"Computing the frozen prefix ({classifier.frozen_depth} blocks) once per review:")
+        states = prefix_states(classifier, features, config.batch_size, config.jit_compile, plan, verbose)
+        val_states = prefix_states(classifier, val_features, config.batch_size, config.jit_compile, plan, verbose)
         prefix_seconds = time.perf_counter() - started
         if verbose:
             print(f"Cached the frozen prefix ({classifier.frozen_depth} blocks) of {len(states) + len(val_states)} reviews in {prefix_seconds:.0f} s.")
