@@ -90,6 +90,22 @@ def training_rows(run, source, data_dir, fields, seed, calibration_examples):
     return train, stratified_sample(validation, calibration_examples, seed=seed)
 
 
+def score_shard(shard, reviews, score, out, model_path, adapter_path, settings):
+    """Score one worker's share of the rows into `out`, for a later `--merge`."""
+    from kgemma.evaluation import parse_shard
+    from kgemma.evaluation import shard_rows
+    from kgemma.evaluation import stream_predictions
+    from kgemma.evaluation import write_shard_info
+
+    index, count = parse_shard(shard)
+    rows = shard_rows(len(reviews), index, count)
+    stream_predictions(out / "predictions.jsonl", reviews.subset(rows), score, on_progress=progress_printer(f"Shard {shard}"))
+    paths = {"model": model_path and str(Path(model_path).resolve()), "adapter": adapter_path and str(Path(adapter_path).resolve())}
+    write_shard_info(out, index, count, len(reviews), {**paths, "settings": settings})
+    click.echo(f"Shard {index}/{count}: scored {len(rows)} of {len(reviews)} rows into {out}. "
+               "Merge all shards with kgemma-eval --merge DIR0 --merge DIR1 ... and the same data options.")  # fmt: skip
+
+
 def progress_printer(label):
     state = {}
 
@@ -144,9 +160,6 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
     from kgemma.evaluation import fit_temperature
     from kgemma.evaluation import fit_tfidf_baseline
     from kgemma.evaluation import merge_shards
-    from kgemma.evaluation import parse_shard
-    from kgemma.evaluation import shard_rows
-    from kgemma.evaluation import write_shard_info
     from kgemma.evaluation import read_contrast
     from kgemma.evaluation import stream_predictions
     from kgemma.evaluation import write_report
@@ -184,14 +197,7 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
         settings = classifier.rebuild_config()
         score = make_scorer(classifier, batch_size)
         if shard:
-            index, count = parse_shard(shard)
-            rows = shard_rows(len(reviews), index, count)
-            stream_predictions(out / "predictions.jsonl", reviews.subset(rows), score, on_progress=progress_printer(f"Shard {shard}"))
-            paths = {"model": model_path and str(Path(model_path).resolve()), "adapter": adapter_path and str(Path(adapter_path).resolve())}
-            write_shard_info(out, index, count, len(reviews), {**paths, "settings": settings})
-            click.echo(f"Shard {index}/{count}: scored {len(rows)} of {len(reviews)} rows into {out}. "
-                       "Merge all shards with kgemma-eval --merge DIR0 --merge DIR1 ... and the same data options.")  # fmt: skip
-            return
+            return score_shard(shard, reviews, score, out, model_path, adapter_path, settings)
         logits, n_tokens = stream_predictions(out / "predictions.jsonl", reviews, score, on_progress=progress_printer("Scoring"))
 
     run, history = run_info(model_path, adapter_path)
