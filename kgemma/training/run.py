@@ -88,21 +88,22 @@ def run_training(config, output_dir, preset=None, data_source=None, data_dir=Non
         "fields": fields,
     }
     _check_run_dir(run_dir, run_settings, resume)
+    plan = distribution or SingleDevice()
     train, validation, data_report = load_training_data(data_source, config, data_dir, **fields)
     # Seed before building: it fixes the LoRA and head initialization.
     keras.utils.set_random_seed(config.seed)
-    with (distribution or SingleDevice()).scope():
+    with plan.scope():
         classifier = GemmaSentimentClassifier.from_preset(preset, dtype=config.dtype, **config.classifier_options())
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_FILE).write_text(json.dumps(run_settings, indent=2))
-    history, progress = fit(classifier, train, validation, config, run_dir, resume=resume, verbose=verbose, distribution=distribution)
+    history, progress = fit(classifier, train, validation, config, run_dir, resume=resume, verbose=verbose, distribution=plan)
 
     classifier.save_adapter(run_dir / "adapter.npz")
     if save_keras:
         classifier.save(run_dir / "model.keras")
     history.plot(run_dir / "learning_curve.png")
     summary = _summary(classifier, config, data_report, history, progress, time.perf_counter() - started)
-    summary["distribution"] = (distribution or SingleDevice()).describe()
+    summary["distribution"] = plan.describe()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return classifier, summary
 

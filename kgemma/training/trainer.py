@@ -74,6 +74,11 @@ def predict_logits(model, features, batch_size, states=None, distribution=None):
     return logits
 
 
+def keras_jit_compile(setting):
+    """A config's `jit_compile` as Keras takes it: `None` means Keras's own choice."""
+    return "auto" if setting is None else setting
+
+
 def prefix_states(classifier, features, batch_size, jit_compile=None, distribution=None, verbose=0):
     """The frozen prefix's output for every row, each trimmed to its own length.
 
@@ -83,7 +88,7 @@ def prefix_states(classifier, features, batch_size, jit_compile=None, distributi
     plan = distribution or SingleDevice()
     with plan.scope():
         prefix = classifier.frozen_prefix()
-        prefix.compile(jit_compile="auto" if jit_compile is None else jit_compile)
+        prefix.compile(jit_compile=keras_jit_compile(jit_compile))
     lengths = features["padding_mask"].sum(axis=1)
     states = [None] * len(lengths)
     bar = keras.utils.Progbar(len(lengths), verbose=verbose, unit_name="review")
@@ -99,7 +104,7 @@ def training_model(classifier, config, total_steps, distribution=None):
     """The model `fit` trains: the classifier, or, with a cached frozen prefix, its
     `UpperStack` (same weights), compiled with the run's optimizer."""
     use_cache = config.cache_prefix and config.lora_layers is not None and classifier.frozen_depth > 0
-    jit_compile = "auto" if config.jit_compile is None else config.jit_compile
+    jit_compile = keras_jit_compile(config.jit_compile)
     with (distribution or SingleDevice()).scope():
         classifier.compile(optimizer=make_optimizer(config, total_steps), jit_compile=jit_compile)
         if not use_cache:
