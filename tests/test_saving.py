@@ -111,3 +111,12 @@ def test_a_bfloat16_copy_of_the_base_model_takes_the_same_adapters(make_classifi
     other = type(clf)(backbone=half, preprocessor=clf.preprocessor).load_adapter(path)
     texts = ["A fine film.", "Dull and far too long."]
     np.testing.assert_allclose(other.predict_proba(texts), clf.predict_proba(texts), atol=0.05)
+
+
+def test_from_adapter_rebuilds_the_dtype_it_was_trained_in(tiny_preset, tmp_path):
+    from kgemma import GemmaSentimentClassifier
+
+    half = GemmaSentimentClassifier.from_preset(str(tiny_preset), dtype="bfloat16", sequence_length=32)
+    path = trained(half).save_adapter(tmp_path / "adapter.npz")
+    assert GemmaSentimentClassifier.from_adapter(path).backbone.dtype_policy.name == "bfloat16"
+    assert GemmaSentimentClassifier.from_adapter(path, dtype="float32").backbone.dtype_policy.name == "float32"

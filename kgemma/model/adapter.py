@@ -37,6 +37,8 @@ def adapter_header(classifier):
             "preset": classifier.base_preset,
             "backbone_class": type(classifier.backbone).__name__,
             "fingerprint": backbone_fingerprint(classifier.backbone),
+            # The dtype it was trained in: `from_adapter` rebuilds it so by default.
+            "dtype": classifier.backbone.dtype_policy.name,
         },
         "classifier": classifier.rebuild_config(),
     }

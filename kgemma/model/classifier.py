@@ -193,10 +193,14 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             path: the adapter `.npz` file.
             preset: the base model; defaults to the preset recorded in the adapter.
             **kwargs: passed to `from_preset`, overriding the adapter's settings
-                that do not change the weights (e.g. `sequence_length`).
+                that do not change the weights (e.g. `sequence_length`). `dtype`
+                defaults to the backbone dtype the adapter was trained in
+                (float32 for adapters that do not record it).
         """
         header, _ = adapter_file.read_adapter(path)
         settings = {**header["classifier"], **kwargs}
+        if settings.get("dtype") is None:
+            settings["dtype"] = header["base_model"].get("dtype")
         model = cls.from_preset(preset if preset is not None else header["base_model"]["preset"], **settings)
         model.load_adapter(path)
         return model
@@ -230,15 +234,26 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             return self.backbone.num_layers
         return first_adapted_block(self.backbone.num_layers, self.lora_layers)
 
-    def frozen_prefix(self):
-        """A `FrozenPrefix` model: token inputs to the states entering the first
-        adapted block. Its output for a review is fixed while training."""
-        return FrozenPrefix(self.backbone, self.frozen_depth, name="frozen_prefix")
+    def frozen_prefix(self, depth=None):
+        """A `FrozenPrefix` model: token inputs to the states entering block `depth`
+        (default: the first adapted block). Its output for a review is fixed while
+        training."""
+        return FrozenPrefix(self.backbone, self._split_depth(depth), name="frozen_prefix")
 
-    def upper_stack(self):
-        """An `UpperStack` model: the prefix's states to this classifier's outputs,
-        sharing this classifier's layers and weights."""
-        return UpperStack(self, self.frozen_depth, name="upper_stack")
+    def upper_stack(self, depth=None):
+        """An `UpperStack` model: the states entering block `depth` (default: the
+        first adapted block) to this classifier's outputs, sharing this classifier's
+        layers and weights."""
+        return UpperStack(self, self._split_depth(depth), name="upper_stack")
+
+    def _split_depth(self, depth):
+        # A split below the first adapted block runs some frozen blocks in the upper
+        # stack: slower, the same outputs. Above it would leave an adapter out.
+        if depth is None:
+            return self.frozen_depth
+        if not 0 <= depth <= self.frozen_depth:
+            raise ValueError(f"The split depth must be from 0 to {self.frozen_depth} (the frozen blocks), got {depth!r}.")
+        return int(depth)
 
     # --- Plain-text convenience ----------------------------------------------------
 

@@ -79,15 +79,16 @@ def keras_jit_compile(setting):
     return "auto" if setting is None else setting
 
 
-def prefix_states(classifier, features, batch_size, jit_compile=None, distribution=None, verbose=0):
-    """The frozen prefix's output for every row, each trimmed to its own length.
+def prefix_states(classifier, features, batch_size, jit_compile=None, distribution=None, verbose=0, depth=None):
+    """The frozen prefix's output for every row, each trimmed to its own length
+    (`depth`: where the prefix ends, by default the first adapted block).
 
     Padding is on the right, and no later layer reads padding positions, so a
     review's states can be padded with zeros to any batch width.
     """
     plan = distribution or SingleDevice()
     with plan.scope():
-        prefix = classifier.frozen_prefix()
+        prefix = classifier.frozen_prefix(depth)
         prefix.compile(jit_compile=keras_jit_compile(jit_compile))
     lengths = features["padding_mask"].sum(axis=1)
     states = [None] * len(lengths)
@@ -100,16 +101,16 @@ def prefix_states(classifier, features, batch_size, jit_compile=None, distributi
     return states
 
 
-def training_model(classifier, config, total_steps, distribution=None):
+def training_model(classifier, config, total_steps, distribution=None, depth=None):
     """The model `fit` trains: the classifier, or, with a cached frozen prefix, its
-    `UpperStack` (same weights), compiled with the run's optimizer."""
+    `UpperStack` from block `depth` (same weights), compiled with the run's optimizer."""
     use_cache = config.cache_prefix and config.lora_layers is not None and classifier.frozen_depth > 0
     jit_compile = keras_jit_compile(config.jit_compile)
     with (distribution or SingleDevice()).scope():
         classifier.compile(optimizer=make_optimizer(config, total_steps), jit_compile=jit_compile)
         if not use_cache:
             return classifier, False
-        upper = classifier.upper_stack()
+        upper = classifier.upper_stack(depth)
         _compile_upper(upper, classifier, jit_compile)
     return upper, True
 
