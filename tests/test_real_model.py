@@ -79,3 +79,12 @@ def test_adapter_round_trip_on_the_real_model(classifier, reviews, tmp_path):
     np.testing.assert_allclose(restored.predict_proba(reviews.texts), before, atol=1e-5)
     with pytest.raises(ValueError, match="lora_rank=8 but this classifier has lora_rank=4"):
         GemmaSentimentClassifier.from_preset(sequence_length=128, lora_rank=4).load_adapter(path)
+
+
+def test_fused_blocks_score_real_reviews_as_keras_hub_does(classifier, reviews):
+    randomize_head(classifier)
+    features = {k: np.asarray(v) for k, v in classifier.preprocessor(reviews.texts).items()}
+    assert classifier.scoring_model().fused
+    fused = classifier.scoring_model().predict_on_batch(features)
+    plain = keras.Model.predict_on_batch(classifier, features)
+    np.testing.assert_allclose(fused, np.asarray(plain), atol=1e-4)

@@ -8,6 +8,7 @@ from kgemma.model import adapter as adapter_file
 from kgemma.model.backbones import check_backbone
 from kgemma.model.backbones import context_length
 from kgemma.model.batching import length_sorted_batches
+from kgemma.model.frozen_prefix import ClassifierForward
 from kgemma.model.frozen_prefix import FrozenPrefix
 from kgemma.model.frozen_prefix import UpperStack
 from kgemma.model.lora import attach_lora
@@ -234,17 +235,17 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             return self.backbone.num_layers
         return first_adapted_block(self.backbone.num_layers, self.lora_layers)
 
-    def frozen_prefix(self, depth=None):
+    def frozen_prefix(self, depth=None, fused=None):
         """A `FrozenPrefix` model: token inputs to the states entering block `depth`
         (default: the first adapted block). Its output for a review is fixed while
-        training."""
-        return FrozenPrefix(self.backbone, self._split_depth(depth), name="frozen_prefix")
+        training. `fused=False` runs keras-hub's blocks instead of the fused ones."""
+        return FrozenPrefix(self.backbone, self._split_depth(depth), fused=fused, name="frozen_prefix")
 
-    def upper_stack(self, depth=None):
+    def upper_stack(self, depth=None, fused=None):
         """An `UpperStack` model: the states entering block `depth` (default: the
         first adapted block) to this classifier's outputs, sharing this classifier's
-        layers and weights."""
-        return UpperStack(self, self._split_depth(depth), name="upper_stack")
+        layers and weights. `fused` as in `frozen_prefix`."""
+        return UpperStack(self, self._split_depth(depth), fused=fused, name="upper_stack")
 
     def _split_depth(self, depth):
         # A split below the first adapted block runs some frozen blocks in the upper
@@ -276,15 +277,33 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
 
     def logits_for_features(self, features, batch_size=8):
         """Model outputs for preprocessed `{"token_ids", "padding_mask"}` arrays,
-        scored in length-sorted batches trimmed of padding, in the original order."""
+        scored in length-sorted batches trimmed of padding, in the original order.
+
+        Scoring runs `scoring_model()`: the same function and weights as this
+        model, with Gemma 3 blocks fused (`kgemma.model.fused_blocks`).
+        """
         token_ids = np.asarray(features["token_ids"])
         padding_mask = np.asarray(features["padding_mask"])
         logits = np.zeros((len(token_ids), self.num_classes), dtype="float32")
+        model = self.scoring_model()
         for rows, width in length_sorted_batches(padding_mask.sum(axis=1), batch_size, limit=token_ids.shape[1]):
             batch = {"token_ids": token_ids[rows, :width], "padding_mask": padding_mask[rows, :width]}
-            # keras.Model's own predict_on_batch: the batch is already preprocessed.
-            logits[rows] = keras.ops.convert_to_numpy(keras.Model.predict_on_batch(self, batch))
+            logits[rows] = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
         return logits
+
+    def scoring_model(self, fused=None):
+        """A `ClassifierForward` sharing this classifier's weights, compiled as this
+        classifier is (XLA or not). Built once and reused, so its predict step is
+        traced once, not on every call."""
+        # Not a tracked attribute: scoring models are views, not part of what is saved.
+        if not hasattr(self, "_kgemma_scoring"):
+            object.__setattr__(self, "_kgemma_scoring", {})
+        key = (fused, self.jit_compile)
+        if key not in self._kgemma_scoring:
+            model = ClassifierForward(self, fused=fused, name="scoring")
+            model.jit_compile = self.jit_compile
+            self._kgemma_scoring[key] = model
+        return self._kgemma_scoring[key]
 
     def classify(self, texts, batch_size=8):
         """Label name and probability of the predicted class for each text."""

@@ -5,11 +5,18 @@ weight, so their output for a review never changes while training. `FrozenPrefix
 computes that output (the hidden states entering the first adapted block);
 `UpperStack` runs the adapted blocks, the final norm, the pooling and the head on
 it. Chained, they compute exactly what the classifier computes, so a trainer can
-run the prefix once per review and reuse its states every epoch.
+run the prefix once per review and reuse its states every epoch. `ClassifierForward`
+is the two in one, for scoring.
+
+All three run Gemma 3 blocks through `kgemma.model.fused_blocks` (the same function
+as keras-hub's blocks, with less work around the matmuls) unless `fused=False`.
 """
 
 import keras
 from keras import ops
+
+from kgemma.model.fused_blocks import run_blocks
+from kgemma.model.fused_blocks import supports_fused
 
 
 def embed_tokens(backbone, token_ids):
@@ -18,10 +25,9 @@ def embed_tokens(backbone, token_ids):
     return x * ops.cast(ops.sqrt(backbone.hidden_dim), x.dtype)
 
 
-def run_blocks(blocks, x, padding_mask):
-    for block in blocks:
-        x = block(x, padding_mask=padding_mask)
-    return x
+def _use_fused(backbone, fused):
+    """`fused=None` means: wherever the backbone allows it."""
+    return supports_fused(backbone) if fused is None else bool(fused) and supports_fused(backbone)
 
 
 class FrozenPrefix(keras.Model):
@@ -30,6 +36,8 @@ class FrozenPrefix(keras.Model):
     Args:
         backbone: a `GemmaBackbone` or text-only `Gemma3Backbone`.
         depth: int, the number of lower decoder blocks to run.
+        fused: run the blocks fused (`kgemma.model.fused_blocks`); `None`
+            (default) wherever the backbone allows it, False for keras-hub's blocks.
 
     Example:
     ```python
@@ -38,14 +46,16 @@ class FrozenPrefix(keras.Model):
     ```
     """
 
-    def __init__(self, backbone, depth, **kwargs):
+    def __init__(self, backbone, depth, fused=None, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.depth = int(depth)
+        self.fused = _use_fused(backbone, fused)
 
     def call(self, inputs):
         x = embed_tokens(self.backbone, inputs["token_ids"])
-        return run_blocks(self.backbone.transformer_layers[: self.depth], x, inputs["padding_mask"])
+        blocks = self.backbone.transformer_layers[: self.depth]
+        return run_blocks(blocks, x, inputs["padding_mask"], fused=self.fused)
 
 
 class UpperStack(keras.Model):
@@ -58,9 +68,10 @@ class UpperStack(keras.Model):
     Args:
         classifier: the `GemmaSentimentClassifier` to split.
         depth: int, where the prefix ends (`classifier.frozen_depth`).
+        fused: as in `FrozenPrefix`.
     """
 
-    def __init__(self, classifier, depth, **kwargs):
+    def __init__(self, classifier, depth, fused=None, **kwargs):
         super().__init__(**kwargs)
         # Adapters first, then the head: the classifier's own order of trainable weights.
         self.lora_adapters = list(classifier.lora_adapters)
@@ -70,11 +81,36 @@ class UpperStack(keras.Model):
         self.head_layers = list(classifier.head_layers)
         self.output_dropout = classifier.output_dropout
         self.depth = int(depth)
+        self.fused = _use_fused(classifier.backbone, fused)
 
     def call(self, inputs, training=None):
         mask = inputs["padding_mask"]
-        x = run_blocks(self.blocks, inputs["hidden_states"], mask)
+        x = run_blocks(self.blocks, inputs["hidden_states"], mask, training=training, fused=self.fused)
+        return self.head(x, mask, training)
+
+    def head(self, x, mask, training=None):
+        """The final norm, pooling and head on the last block's states."""
         pooled = self.pooler(self.final_norm(x), mask)
         for layer in self.head_layers[:-1]:
             pooled = layer(pooled)
         return self.head_layers[-1](self.output_dropout(pooled, training=training))
+
+
+class ClassifierForward(UpperStack):
+    """The whole classifier as one model: token inputs to outputs, through fused
+    blocks where the backbone allows it. It shares every layer and weight with the
+    classifier; `GemmaSentimentClassifier.logits_for_features` scores with it.
+
+    Args:
+        classifier: a `GemmaSentimentClassifier`.
+        fused: as in `FrozenPrefix`.
+    """
+
+    def __init__(self, classifier, fused=None, **kwargs):
+        super().__init__(classifier, 0, fused=fused, **kwargs)
+        self.backbone = classifier.backbone
+
+    def call(self, inputs, training=None):
+        x = embed_tokens(self.backbone, inputs["token_ids"])
+        hidden = {"hidden_states": x, "padding_mask": inputs["padding_mask"]}
+        return super().call(hidden, training=training)

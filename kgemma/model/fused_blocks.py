@@ -1,0 +1,178 @@
+"""Gemma 3 decoder blocks run as plain matmuls, with masks and rotary tables built once.
+
+keras-hub's `Gemma3DecoderBlock` rebuilds the causal, padding and sliding-window masks,
+the rotary tables and the empty-row check in every block of every call, and reaches each
+projection through an `EinsumDense` (and, here, a LoRA branch wrapped around its `call`).
+`run_blocks` computes the same function from the same variables with that work done once
+per batch: the masks become one additive bias per window kind, the rotary tables one
+pair per wavelength, and every projection one `matmul`. In float32 it matches keras-hub
+to rounding (tested); in bfloat16 it rounds in fewer places (norms, rotary and the
+query scale stay float32 until the matmul). It differentiates like any Keras code, and
+the LoRA adapters keep their own layer (dropout included), so it serves the frozen
+prefix, the trained upper blocks and inference alike.
+
+Backbones it cannot run exactly (Gemma 1 and 2, attention soft caps, bidirectional or
+vision models) take keras-hub's own blocks: `supports_fused` says which.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def supports_fused(backbone):
+    """True for the text-only Gemma 3 backbones the fused blocks compute exactly."""
+    import keras_hub
+
+    if not isinstance(backbone, keras_hub.models.Gemma3Backbone) or getattr(backbone, "vision_encoder", None):
+        return False
+    block = backbone.transformer_layers[0]
+    return (
+        block.use_query_key_norm
+        and block.use_post_attention_norm
+        and block.use_post_ffw_norm
+        and block.logit_soft_cap is None
+        and not block.use_bidirectional_attention
+        and block.gate_dim_reduction == 1
+        and not block.dropout
+    )
+
+
+def run_blocks(blocks, x, padding_mask, training=None, fused=True):
+    """Hidden states `x` through `blocks` (consecutive decoder blocks of one backbone).
+
+    Args:
+        blocks: a list of decoder blocks, lowest first.
+        x: `(batch, length, hidden)` states entering the first block.
+        padding_mask: `(batch, length)`, 1 for tokens, 0 for right padding.
+        training: passed to the LoRA adapters (their dropout).
+        fused: run Gemma 3 blocks as fused matmuls; False (or a backbone that
+            `supports_fused` refuses) calls each keras-hub block.
+    """
+    if not blocks:
+        return x
+    if not fused:
+        for block in blocks:
+            x = block(x, padding_mask=padding_mask)
+        return x
+    context = _BatchContext(x, padding_mask)
+    for block in blocks:
+        x = _fused_block(block, x, context, training)
+    return x
+
+
+class _BatchContext:
+    """What every block of a batch shares: attention biases and rotary tables,
+    built on first use for each window kind and wavelength."""
+
+    def __init__(self, x, padding_mask):
+        self.length = ops.shape(x)[1]
+        self.padding_mask = padding_mask
+        self._bias = {}
+        self._rotary = {}
+
+    def attention_bias(self, window):
+        """`(batch, 1, query, 1, key)` float32: 0 where a query may attend, -1e9 elsewhere.
+
+        Causal and padding, and with `window`, keys at most `window - 1` positions
+        back (keras-hub's `band_part(window - 1)`). A window at least as long as
+        a sequence of known length changes nothing, and shares the causal bias.
+        """
+        static_length = x_length if isinstance(x_length := self.length, int) else None
+        if window is not None and static_length is not None and window >= static_length:
+            window = None
+        key = window
+        if key not in self._bias:
+            positions = ops.arange(self.length, dtype="int32")
+            distance = positions[:, None] - positions[None, :]
+            allowed = distance >= 0
+            if key is not None:
+                allowed = ops.logical_and(allowed, distance < key)
+            keys = ops.cast(self.padding_mask, "bool")[:, None, :]
+            allowed = ops.logical_and(allowed[None, :, :], keys)
+            bias = ops.where(allowed, 0.0, -1e9)
+            self._bias[key] = ops.expand_dims(ops.expand_dims(bias, 1), 3)
+        return self._bias[key]
+
+    def rotary(self, rope_layer, head_dim):
+        """`(cos, sin)` of shape `(1, length, 1, head_dim)` in float32, from the
+        block's own `RotaryEmbedding` settings (its wavelength and scaling)."""
+        key = (rope_layer.max_wavelength, rope_layer.scaling_factor)
+        if key not in self._rotary:
+            # The layer's own tables, so every rope_type keras-hub knows stays exact.
+            probe = ops.zeros((1, self.length, 1, head_dim), dtype="float32")
+            cos, sin = rope_layer._compute_cos_sin_embedding(probe)
+            self._rotary[key] = (ops.cast(cos, "float32"), ops.cast(sin, "float32"))
+        return self._rotary[key]
+
+
+def _rms(x, norm):
+    """keras-hub's Gemma RMS norm, in float32 (its own `call` casts back at once)."""
+    x = ops.cast(x, "float32")
+    variance = ops.mean(ops.square(x), axis=-1, keepdims=True)
+    return x * ops.rsqrt(variance + norm.epsilon) * (1.0 + ops.cast(norm.scale, "float32"))
+
+
+def _rotate(x, cos, sin):
+    half = ops.shape(x)[-1] // 2
+    rotated = ops.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def _project(layer, x, kernel, layer_input=None, training=None):
+    """`x @ kernel`, plus the LoRA adapter attached to `layer`, if any, on the input in
+    the layout the layer's einsum takes (`layer_input`, default `x`)."""
+    y = ops.matmul(x, kernel)
+    adapter = getattr(layer, "kgemma_lora", None)
+    if adapter is None:
+        return y
+    update = adapter(x if layer_input is None else layer_input, training=training)
+    return y + ops.cast(ops.reshape(update, ops.shape(y)), y.dtype)
+
+
+def _fused_block(block, x, context, training):
+    attention = block.attention
+    dtype = x.dtype
+    batch, length = ops.shape(x)[0], ops.shape(x)[1]
+    n_q, n_kv, head = attention.num_query_heads, attention.num_key_value_heads, attention.head_dim
+    groups = n_q // n_kv
+
+    # Attention. Query kernels are (heads, hidden, head_dim): as one (hidden, heads * head_dim) matrix.
+    normed = ops.cast(_rms(x, block.pre_attention_norm), dtype)
+    q = _project(attention.query_dense, normed, _heads_last(attention.query_dense.kernel), training=training)
+    k = _project(attention.key_dense, normed, _heads_last(attention.key_dense.kernel), training=training)
+    v = _project(attention.value_dense, normed, _heads_last(attention.value_dense.kernel), training=training)
+    cos, sin = context.rotary(attention.rope_layer, head)
+    scale = 1.0 / np.sqrt(head if attention.query_head_dim_normalize else attention.hidden_dim // n_q)
+    q = _rotate(_rms(ops.reshape(q, (batch, length, n_q, head)), attention.query_norm), cos, sin) * scale
+    k = _rotate(_rms(ops.reshape(k, (batch, length, n_kv, head)), attention.key_norm), cos, sin)
+    # Grouped heads: (batch, kv_heads, length * groups, head) against (batch, kv_heads, head, length).
+    q = ops.transpose(ops.reshape(ops.cast(q, dtype), (batch, length, n_kv, groups, head)), (0, 2, 1, 3, 4))
+    q = ops.reshape(q, (batch, n_kv, length * groups, head))
+    k = ops.transpose(ops.cast(k, dtype), (0, 2, 3, 1))
+    v = ops.transpose(ops.reshape(v, (batch, length, n_kv, head)), (0, 2, 1, 3))
+    scores = ops.reshape(ops.matmul(q, k), (batch, n_kv, length, groups, length))
+    window = attention.sliding_window_size if attention.use_sliding_window_attention else None
+    scores = ops.cast(scores, "float32") + context.attention_bias(window)
+    weights = ops.cast(ops.softmax(scores, axis=-1), dtype)
+    mixed = ops.matmul(ops.reshape(weights, (batch, n_kv, length * groups, length)), v)
+    mixed = ops.transpose(ops.reshape(mixed, (batch, n_kv, length, groups, head)), (0, 2, 1, 3, 4))
+    mixed = ops.reshape(mixed, (batch, length, n_q * head))
+    out_kernel = ops.reshape(attention.output_dense.kernel, (n_q * head, -1))
+    heads_input = ops.reshape(mixed, (batch, length, n_q, head))
+    attended = _project(attention.output_dense, mixed, out_kernel, heads_input, training)
+    x = x + ops.cast(_rms(attended, block.post_attention_norm), dtype)
+
+    # Feed-forward: gelu(x @ gate) * (x @ up) @ down.
+    normed = ops.cast(_rms(x, block.pre_ffw_norm), dtype)
+    gate = _project(block.gating_ffw, normed, block.gating_ffw.kernel, training=training)
+    up = _project(block.gating_ffw_2, normed, block.gating_ffw_2.kernel, training=training)
+    hidden = keras.activations.gelu(gate, approximate=True) * up
+    down = _project(block.ffw_linear, hidden, block.ffw_linear.kernel, training=training)
+    return x + ops.cast(_rms(down, block.post_ffw_norm), dtype)
+
+
+def _heads_last(kernel):
+    """An `(heads, hidden, head_dim)` kernel as `(hidden, heads * head_dim)`."""
+    heads, hidden, head = kernel.shape
+    return ops.reshape(ops.transpose(kernel, (1, 0, 2)), (hidden, heads * head))

@@ -1,0 +1,85 @@
+"""The fused Gemma 3 blocks compute what keras-hub's blocks compute.
+
+(Gradients: `test_a_cached_frozen_prefix_trains_exactly_like_the_full_model` in
+test_training.py trains the fused upper stack against keras-hub's functional model.)
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from kgemma.model.fused_blocks import run_blocks
+from kgemma.model.fused_blocks import supports_fused
+from tests.conftest import randomize_head
+
+TEXTS = [
+    "A fine film.",
+    "Dull, long, and far too loud. Two hours I will never get back, and the plot was dull, dull, dull.",
+]
+
+
+def adapted(clf, seed=0):
+    """Random norm scales (they start at zero), nonzero LoRA updates and a random
+    head, so all of them matter to the outputs."""
+    rng = np.random.default_rng(seed)
+    for weight in clf.backbone.weights:
+        if weight.path.endswith("norm/scale") or "normalization" in weight.path:
+            weight.assign(rng.normal(scale=0.3, size=weight.shape))
+    for adapter in clf.lora_adapters:
+        adapter.lora_b.assign(rng.normal(scale=0.5, size=adapter.lora_b.shape))
+    return randomize_head(clf)
+
+
+def features_of(clf, texts=TEXTS):
+    return {k: np.asarray(v) for k, v in clf.preprocessor(texts).items()}
+
+
+def test_supports_text_only_gemma3_and_falls_back_for_gemma(make_classifier):
+    assert supports_fused(make_classifier("gemma3").backbone)
+    gemma = make_classifier("gemma")
+    assert not supports_fused(gemma.backbone)
+    # Asked for, the fused path is refused quietly: keras-hub's blocks run instead.
+    assert not gemma.frozen_prefix(0, fused=True).fused
+
+
+@pytest.mark.parametrize("targets", ["query_value", "all"])
+def test_fused_blocks_equal_keras_hub_blocks_in_float32(make_classifier, targets):
+    clf = adapted(make_classifier("gemma3", lora_targets=targets))
+    features = features_of(clf)
+    lengths = features["padding_mask"].sum(axis=1)
+    # The long review runs past the tiny backbone's 4-token sliding window.
+    assert lengths.max() > 4 * clf.backbone.transformer_layers[0].attention.sliding_window_size
+    x = clf.backbone.token_embedding(features["token_ids"]) * np.sqrt(clf.backbone.hidden_dim)
+    blocks = clf.backbone.transformer_layers
+    fused = np.asarray(run_blocks(blocks, x, features["padding_mask"], fused=True))
+    plain = np.asarray(run_blocks(blocks, x, features["padding_mask"], fused=False))
+    valid = features["padding_mask"].astype(bool)  # Padding positions are never read.
+    assert np.abs(plain[valid]).max() > 1e-2
+    np.testing.assert_allclose(fused[valid], plain[valid], rtol=1e-4, atol=1e-4)
+    # And the whole classifier, scored as predict_proba scores it.
+    whole = np.asarray(keras.Model.predict_on_batch(clf, features))
+    np.testing.assert_allclose(clf.scoring_model().predict_on_batch(features), whole, atol=1e-5)
+    np.testing.assert_allclose(clf.logits_for_features(features), whole, atol=1e-5)
+
+
+def test_fused_blocks_round_only_as_bfloat16_does(make_classifier):
+    clf = adapted(make_classifier("gemma3", lora_targets="all"))
+    half = type(clf.backbone).from_config({**clf.backbone.get_config(), "dtype": "bfloat16"})
+    half.set_weights(clf.backbone.get_weights())
+    other = adapted(type(clf)(backbone=half, preprocessor=clf.preprocessor, lora_targets="all"))
+    features = features_of(clf)
+    reference = np.asarray(keras.Model.predict_on_batch(other, features))
+    fused = np.asarray(other.scoring_model().predict_on_batch(features))
+    # As far from keras-hub's bfloat16 blocks as those are from float32 (both round).
+    exact = np.asarray(keras.Model.predict_on_batch(clf, features))
+    assert np.abs(fused - reference).max() <= 2 * np.abs(reference - exact).max() + 1e-2
+    assert (fused.argmax(axis=1) == reference.argmax(axis=1)).all()
+
+
+def test_scoring_models_are_reused_and_not_saved(make_classifier, tmp_path):
+    clf = make_classifier("gemma3")
+    assert clf.scoring_model() is clf.scoring_model()
+    assert clf.scoring_model(fused=False) is not clf.scoring_model()
+    clf.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras")
+    assert [w.path for w in restored.weights] == [w.path for w in clf.weights]
