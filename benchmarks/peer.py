@@ -2,9 +2,11 @@
 
 `AutoModelForSequenceClassification` loaded from the embedded Gemma 3 270M GGUF, LoRA
 rank 8, alpha 16, dropout 0.1 on q_proj and v_proj, AdamW 2e-4, standard dynamic
-padding (each batch of the given order padded to its longest review); float32, or a
-bfloat16 base with float32 adapters. Run by
-speed.py in a subprocess; needs `pip install -e '.[peer]'`.
+padding (each batch padded to its longest review); float32, or a bfloat16 base with
+float32 adapters. `--order given` batches the reviews in the order given;
+`--order grouped` is the peer at its best: inference in length-sorted batches, and
+training in transformers' own `group_by_length=True` order (`LengthGroupedSampler`).
+Run by speed.py in a subprocess; needs `pip install -e '.[peer]'`.
 """
 
 import json
@@ -43,9 +45,38 @@ def load_peer(max_length, lora_layers, dtype="float32"):
     return tokenizer, model
 
 
-def batches_of(tokenizer, texts, batch_size, max_length):
-    for start in range(0, len(texts), batch_size):
-        yield tokenizer(texts[start : start + batch_size], padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+def batches_of(tokenizer, texts, labels, order, batch_size, max_length):
+    import torch
+
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = tokenizer([texts[i] for i in rows], padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+        batch["labels"] = torch.tensor([labels[i] for i in rows])
+        yield batch
+
+
+def review_orders(tokenizer, texts, order, batch_size, max_length):
+    """Row orders for inference and training: as given, or grouped by length the
+    way transformers groups them (sorted for inference, `LengthGroupedSampler`
+    for training, whose megabatches of 50 batches are sorted inside)."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    given = list(range(len(texts)))
+    if order == "given":
+        return given, given
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    inference = sorted(given, key=lambda i: lengths[i])
+    training = list(LengthGroupedSampler(batch_size, lengths=lengths, generator=torch.Generator().manual_seed(0)))
+    return inference, training
+
+
+def versions():
+    import peft
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 
 
 def timed_pass(run, batches):
@@ -64,7 +95,8 @@ def timed_pass(run, batches):
 @click.option("--batches", default=3, help="Batches for the fixed-length measurement.")
 @click.option("--lora-layers", default=0, help="Adapt only the top N layers (0: all).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", help="The base model's dtype.")
-def main(texts, output, max_length, batch_size, fixed_length, batches, lora_layers, dtype):
+@click.option("--order", type=click.Choice(["given", "grouped"]), default="given", help="Batch the reviews as given, or grouped by length (the peer at its best).")
+def main(texts, output, max_length, batch_size, fixed_length, batches, lora_layers, dtype, order):
     import torch
 
     torch.set_num_threads(os.cpu_count())
@@ -85,21 +117,23 @@ def main(texts, output, max_length, batch_size, fixed_length, batches, lora_laye
         optimizer.step()
         optimizer.zero_grad()
 
-    labels = torch.tensor(data["labels"])
-    real = list(batches_of(tokenizer, data["texts"], batch_size, max_length))
-    for i, batch in enumerate(real):
-        batch["labels"] = labels[i * batch_size : (i + 1) * batch_size]
+    inference_order, training_order = review_orders(tokenizer, data["texts"], order, batch_size, max_length)
+    real = {
+        "inference": list(batches_of(tokenizer, data["texts"], data["labels"], inference_order, batch_size, max_length)),
+        "training": list(batches_of(tokenizer, data["texts"], data["labels"], training_order, batch_size, max_length)),
+    }
     rng = np.random.default_rng(0)
     ids = torch.tensor(rng.integers(4, 8000, size=(batches, batch_size, fixed_length)))
     ids[:, :, 0] = tokenizer.bos_token_id
     fixed = [{"input_ids": b, "attention_mask": torch.ones_like(b), "labels": torch.arange(batch_size) % 2} for b in ids]
 
-    result = {"padded_tokens_mean": float(np.mean([b["input_ids"].shape[1] for b in real]))}
+    result = {"versions": versions(), "dtype": dtype, "order": order}
     n_real, n_fixed = len(data["texts"]), batches * batch_size
     for name, run in (("inference", infer), ("training", train)):
+        result[f"padded_tokens_mean_{name}"] = float(np.mean([b["input_ids"].shape[1] for b in real[name]]))
         timed_pass(run, fixed[:1])  # First-call overhead.
         result[f"fixed_{name}_reviews_per_s"] = n_fixed / timed_pass(run, fixed)
-        result[f"real_{name}_reviews_per_s"] = n_real / timed_pass(run, real)
+        result[f"real_{name}_reviews_per_s"] = n_real / timed_pass(run, real[name])
     result["peak_rss_mb"] = peak_rss_mb()
     Path(output).write_text(json.dumps(result, indent=2))
 

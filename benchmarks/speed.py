@@ -5,9 +5,11 @@ Prints figures (and writes them as JSON with --output); it asserts nothing.
 
     python benchmarks/speed.py --data ../shared/data/imdb            # kgemma alone
     python benchmarks/speed.py --data ../shared/data/imdb --peer     # and the peer, same run
+    python benchmarks/speed.py --data ../shared/data/imdb --quick    # headline figures as JSON, < 3 min
 
 The peer needs `pip install -e '.[peer]'` (torch, transformers, peft); it runs in a
-subprocess so the two frameworks never share a thread pool.
+subprocess so the two frameworks never share a thread pool. The matmul ceilings are
+measured the same way, once per framework (benchmarks/ceilings.py).
 """
 
 import json
@@ -25,33 +27,34 @@ from peak_memory import peak_rss_mb
 HERE = Path(__file__).resolve().parent
 
 
-def machine_ceilings(n=2048, repeats=5):
-    """float32 matmul GFLOP/s through numpy (the physical float32 ceiling) and bfloat16
-    through TensorFlow (oneDNN, which uses AMX where the CPU has it)."""
-    import tensorflow as tf
-
-    def best(run):
-        run()
-        seconds = min(_timed(run) for _ in range(repeats))
-        return 2 * n**3 / seconds / 1e9
-
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    x = tf.constant(a, dtype=tf.bfloat16)
-    bf16 = tf.function(lambda: tf.matmul(x, x))
+def machine_ceilings():
+    """Matmul ceilings (2048^3) through numpy, TensorFlow and, when installed, torch,
+    each in its own process. The bfloat16 ceiling is the best any framework reaches."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    return {
-        "cores": os.cpu_count(),
-        "avx512": " avx512f " in flags,
-        "amx_bf16": " amx_bf16 " in flags,
-        "float32_gflops": best(lambda: a @ a),
-        "bfloat16_gflops": best(lambda: bf16().numpy()),
-    }
+    result = {"cores": os.cpu_count(), "cpu": _cpu_model(flags)}
+    result.update({flag: f" {flag} " in flags for flag in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")})
+    frameworks = {}
+    for framework in ("numpy", "tensorflow", "torch"):
+        done = subprocess.run([sys.executable, str(HERE / "ceilings.py"), framework], capture_output=True, text=True)
+        if done.returncode == 0:
+            frameworks[framework] = json.loads(done.stdout.strip().splitlines()[-1])["gflops"]
+    result["frameworks"] = frameworks
+    result["float32_gflops"] = max(f.get("float32", 0) for f in frameworks.values())
+    result["bfloat16_gflops"] = max(f.get("bfloat16", 0) for f in frameworks.values())
+    return result
 
 
-def _timed(run):
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
+def _cpu_model(cpuinfo):
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    return names[0] if names else "unknown"
+
+
+def print_ceilings(c):
+    amx = "AMX" if c["amx_bf16"] else "no AMX"
+    print(f"machine: {c['cores']} cores, {c['cpu']}, AVX-512 {c['avx512f']}, AVX512-BF16 {c['avx512_bf16']}, {amx}")
+    for name, figures in c["frameworks"].items():
+        print(f"  matmul 2048^3 through {name}: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in figures.items() if k != "version"))
+    print(f"  ceilings: float32 {c['float32_gflops']:.0f}, bfloat16 {c['bfloat16_gflops']:.0f} GFLOP/s")
 
 
 def forward_flops(backbone, tokens_per_row):
@@ -81,43 +84,62 @@ def fixed_batches(length, batch_size, n_batches, vocabulary=8000, seed=0):
     return [{"token_ids": b, "padding_mask": np.ones_like(b)} for b in ids]
 
 
-def time_batches(step, batches):
-    """Run every batch once untimed (tracing and compiling each shape), then time a pass."""
+def _timed(run):
     started = time.perf_counter()
-    for batch in batches:
-        step(batch)
-    warmup = time.perf_counter() - started
-    started = time.perf_counter()
-    for batch in batches:
-        step(batch)
-    return time.perf_counter() - started, warmup
+    run()
+    return time.perf_counter() - started
 
 
-def bench_fixed(clf, lengths, batch_size, n_batches, ceiling, train):
+def time_batches(step, batches, passes=2):
+    """Run every batch once untimed (tracing and compiling each shape), then time
+    `passes` passes and keep the fastest (the machine is shared and noisy)."""
+    warmup = _timed(lambda: [step(batch) for batch in batches])
+    return min(_timed(lambda: [step(batch) for batch in batches]) for _ in range(passes)), warmup
+
+
+def bench_fixed(clf, lengths, batch_size, n_batches, ceilings, train):
+    """Fixed-shape forward passes: the frozen Gemma blocks alone (fused, and keras-hub's
+    blocks for reference) and the classifier's scoring model (LoRA branches, pooling,
+    head); then, optionally, a LoRA training step at length `train`."""
     import keras
 
+    from kgemma.model.frozen_prefix import FrozenPrefix
     from kgemma.training import TrainingConfig
     from kgemma.training.trainer import training_model
 
+    depth = clf.backbone.num_layers
+    models = {
+        "frozen forward, fused": FrozenPrefix(clf.backbone, depth, fused=True),
+        "frozen forward, keras-hub blocks": FrozenPrefix(clf.backbone, depth, fused=False),
+        "scoring (predict_proba's model)": clf.scoring_model(),
+    }
     rows = []
-    predict = lambda b: keras.Model.predict_on_batch(clf, b)  # noqa: E731
+    n = batch_size * n_batches
     for length in lengths:
         batches = fixed_batches(length, batch_size, n_batches)
-        seconds, warmup = time_batches(predict, batches)
-        n = batch_size * n_batches
         flops = forward_flops(clf.backbone, [length] * n)
-        rows.append(
-            {"mode": "inference", "length": length, "reviews_per_s": n / seconds, "tokens_per_s": n * length / seconds,
-             "gflops": flops / seconds / 1e9, "of_float32_ceiling": flops / seconds / 1e9 / ceiling, "warmup_s": warmup}
-        )  # fmt: skip
+        for mode, model in models.items():
+            seconds, warmup = time_batches(model.predict_on_batch, batches)
+            gflops = flops / seconds / 1e9
+            rows.append(
+                {"mode": mode, "length": length, "reviews_per_s": n / seconds, "tokens_per_s": n * length / seconds, "gflops": gflops,
+                 "of_bfloat16_ceiling": gflops / ceilings["bfloat16_gflops"], "of_float32_ceiling": gflops / ceilings["float32_gflops"],
+                 "warmup_s": warmup}
+            )  # fmt: skip
     if train:
         model, _ = training_model(clf, TrainingConfig(jit_compile=clf.jit_compile), 1000)
         labels = np.arange(batch_size) % 2
         batches = fixed_batches(train, batch_size, n_batches)
         seconds, warmup = time_batches(lambda b: keras.Model.train_on_batch(model, b, labels), batches)
-        n = batch_size * n_batches
         rows.append({"mode": "training", "length": train, "reviews_per_s": n / seconds, "tokens_per_s": n * train / seconds, "warmup_s": warmup})
     return rows
+
+
+def print_fixed(dtype, rows):
+    for row in rows:
+        extra = f", {row['gflops']:.0f} GFLOP/s = {row['of_bfloat16_ceiling']:.0%} of the bfloat16 ceiling" if "gflops" in row else ""
+        print(f"{dtype:>8} fixed {row['length']:>3} {row['mode']:<33}: {row['reviews_per_s']:6.2f} reviews/s, "
+              f"{row['tokens_per_s']:5.0f} tokens/s{extra} (untimed first pass {row['warmup_s']:.0f} s)")  # fmt: skip
 
 
 def real_sample(data, n, seed):
@@ -127,7 +149,7 @@ def real_sample(data, n, seed):
     return stratified_sample(load_imdb("test", data), n, seed=seed)
 
 
-def bench_real(clf, reviews, batch_size, epochs, cache_prefix):
+def bench_real(clf, reviews, batch_size, epochs, cache_prefix, train=True):
     """Inference and training on real review lengths: kgemma's length-sorted
     inference batches and length-bucketed training batches."""
     import keras
@@ -146,6 +168,8 @@ def bench_real(clf, reviews, batch_size, epochs, cache_prefix):
     seconds, warmup = time_batches(lambda _: clf.logits_for_features(features, batch_size), [None])
     result["inference_reviews_per_s"] = len(reviews) / seconds
     result["inference_warmup_s"] = warmup
+    if not train:
+        return result
 
     config = TrainingConfig(lora_layers=clf.lora_layers, cache_prefix=cache_prefix, jit_compile=clf.jit_compile, batch_size=batch_size)
     model, cached = training_model(clf, config, 1000)
@@ -180,9 +204,14 @@ def run_peer(reviews, args):
         command = [sys.executable, str(HERE / "peer.py"), "--texts", str(texts), "--output", str(out),
                    "--max-length", str(args["max_length"]), "--batch-size", str(args["batch_size"]),
                    "--fixed-length", "256", "--batches", str(args["batches"]),
-                   "--lora-layers", str(args["peer_lora_layers"] or 0), "--dtype", args["dtype"]]  # fmt: skip
+                   "--lora-layers", str(args["peer_lora_layers"] or 0), "--dtype", args["dtype"], "--order", args["order"]]  # fmt: skip
         subprocess.run(command, check=True)
         return json.loads(out.read_text())
+
+
+# The peer's modes: its base dtype, and "-grouped" for batches grouped by length.
+PEER_MODES = "float32,bfloat16,bfloat16-grouped"
+QUICK = {"sample": 16, "lengths": "256", "dtypes": "bfloat16", "lora_layers_options": "all", "batches": 2, "epochs": 1}
 
 
 @click.command()
@@ -198,14 +227,16 @@ def run_peer(reviews, args):
 @click.option("--jit-compile/--no-jit-compile", default=None, help="Force XLA on or off (default: Keras decides).")
 @click.option("--real/--no-real", default=True, show_default=True, help="Also time the real IMDB length distribution.")
 @click.option("--peer/--no-peer", default=False, help="Also time the transformers + PEFT peer in the same run.")
-@click.option("--peer-dtypes", default="float32", show_default=True, help="The peer's base dtypes: 'float32,bfloat16'.")
+@click.option("--peer-modes", default=PEER_MODES, show_default=True, help="The peer's base dtypes; '-grouped' batches by length (sorted inference, group_by_length training).")
+@click.option("--quick", is_flag=True, help=f"A check of a machine in under 3 minutes: {QUICK}, no fixed-shape training; prints the headline figures as JSON.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write the figures as JSON.")
-def main(data, sample, max_length, batch_size, batches, lengths, dtypes, lora_layers_options, epochs, jit_compile, real, peer, peer_dtypes, output):
+def main(data, sample, max_length, batch_size, batches, lengths, dtypes, lora_layers_options, epochs, jit_compile, real, peer, peer_modes, quick, output):
     """Benchmark inference and LoRA training speed of the embedded model."""
-    results = {"settings": {"sample": sample, "max_length": max_length, "batch_size": batch_size, "epochs": epochs}}
+    if quick:
+        sample, lengths, dtypes, lora_layers_options, batches, epochs = (QUICK[k] for k in ("sample", "lengths", "dtypes", "lora_layers_options", "batches", "epochs"))
+    results = {"settings": {"sample": sample, "max_length": max_length, "batch_size": batch_size, "epochs": epochs, "quick": quick}}
     results["machine"] = ceilings = machine_ceilings()
-    print(f"machine: {ceilings['cores']} cores, AVX-512 {ceilings['avx512']}, AMX-BF16 {ceilings['amx_bf16']}; "
-          f"matmul float32 {ceilings['float32_gflops']:.0f} GFLOP/s (numpy), bfloat16 {ceilings['bfloat16_gflops']:.0f} GFLOP/s (TF)")  # fmt: skip
+    print_ceilings(ceilings)
     reviews = real_sample(data, sample, seed=0)
     results["runs"] = []
     for dtype in dtypes.split(","):
@@ -215,47 +246,81 @@ def main(data, sample, max_length, batch_size, batches, lengths, dtypes, lora_la
             clf.compile(jit_compile="auto" if jit_compile is None else jit_compile)
             run = {"dtype": dtype, "lora_layers": option, "jit_compile": bool(clf.jit_compile)}
             if option == lora_layers_options.split(",")[0]:
-                run["fixed"] = bench_fixed(clf, [int(x) for x in lengths.split(",")], batch_size, batches, ceilings["float32_gflops"], train=256)
-                for row in run["fixed"]:
-                    extra = f", {row['gflops']:.0f} GFLOP/s = {row['of_float32_ceiling']:.0%} of the float32 ceiling" if "gflops" in row else ""
-                    print(f"{dtype:>8} lora={option:<3} fixed {row['length']:>3} {row['mode']:<9}: {row['reviews_per_s']:.2f} reviews/s, {row['tokens_per_s']:.0f} tokens/s{extra} (untimed first pass {row['warmup_s']:.0f} s)")
-            if not real:
-                results["runs"].append(run)
-                continue
-            run["real"] = real_run = bench_real(clf, reviews, batch_size, epochs, cache_prefix=True)
-            print(f"{dtype:>8} lora={option:<3} real lengths (mean {real_run['tokens_mean']:.0f} tokens): inference {real_run['inference_reviews_per_s']:.2f} reviews/s; "
-                  f"training {real_run['training_first_epoch_reviews_per_s']:.2f} reviews/s (1st epoch), {real_run[f'training_{epochs}_epochs_reviews_per_s']:.2f} over {epochs} epochs")  # fmt: skip
+                fixed_lengths = [int(x) for x in lengths.split(",")]
+                run["fixed"] = bench_fixed(clf, fixed_lengths, batch_size, batches, ceilings, train=None if quick else 256)
+                print_fixed(dtype, run["fixed"])
+            if real:
+                run["real"] = real_run = bench_real(clf, reviews, batch_size, epochs, cache_prefix=True, train=not quick)
+                print_real(dtype, option, real_run, epochs)
             results["runs"].append(run)
             del clf
     results["peak_rss_mb"] = peak_rss_mb()
     print(f"peak memory (RSS) of the kgemma runs: {results['peak_rss_mb']:.0f} MB")
     if peer and real:
         results["peer"] = {}
-        for peer_dtype in peer_dtypes.split(","):
+        for mode in peer_modes.split(","):
+            peer_dtype, _, grouped = mode.partition("-")
             for option in lora_layers_options.split(","):
                 args = {"max_length": max_length, "batch_size": batch_size, "batches": batches, "dtype": peer_dtype,
-                        "peer_lora_layers": None if option == "all" else int(option)}  # fmt: skip
-                results["peer"][f"{peer_dtype}/{option}"] = p = run_peer(reviews, args)
-                print(f"    peer {peer_dtype:>8} lora={option:<3} fixed 256: inference {p['fixed_inference_reviews_per_s']:.2f}, training {p['fixed_training_reviews_per_s']:.2f} reviews/s; "
-                      f"real lengths: inference {p['real_inference_reviews_per_s']:.2f}, training {p['real_training_reviews_per_s']:.2f} reviews/s; peak RSS {p['peak_rss_mb']:.0f} MB")  # fmt: skip
-        print_ratios(results, epochs)
+                        "order": grouped or "given", "peer_lora_layers": None if option == "all" else int(option)}  # fmt: skip
+                results["peer"][f"{mode}/{option}"] = p = run_peer(reviews, args)
+                print(f"    peer {mode:>16} lora={option:<3} fixed 256: inference {p['fixed_inference_reviews_per_s']:.2f}, training {p['fixed_training_reviews_per_s']:.2f} reviews/s; "
+                      f"real lengths: inference {p['real_inference_reviews_per_s']:.2f}, training {p.get('real_training_reviews_per_s', 0):.2f} reviews/s; peak RSS {p['peak_rss_mb']:.0f} MB")  # fmt: skip
+        results["ratios"] = ratios(results, epochs)
+        print_ratios(results["ratios"])
+    if quick:
+        print(json.dumps(headline(results), indent=2))
     if output:
         Path(output).write_text(json.dumps(results, indent=2))
 
 
-def print_ratios(results, epochs):
-    """kgemma's real-length reviews/s over the peer's with the same LoRA layers."""
-    print("\nkgemma / peer on real IMDB lengths (same reviews, same sequence limit, LoRA r8/alpha16 on q,v):")
+def print_real(dtype, option, real_run, epochs):
+    line = f"{dtype:>8} lora={option:<3} real lengths (mean {real_run['tokens_mean']:.0f} tokens): inference {real_run['inference_reviews_per_s']:.2f} reviews/s"
+    if "training_first_epoch_reviews_per_s" in real_run:
+        line += (f"; training {real_run['training_first_epoch_reviews_per_s']:.2f} reviews/s (1st epoch), "
+                 f"{real_run[f'training_{epochs}_epochs_reviews_per_s']:.2f} over {epochs} epochs")  # fmt: skip
+    print(line)
+
+
+def ratios(results, epochs):
+    """kgemma's real-length reviews/s over each peer mode's, same LoRA layers."""
+    rows = []
     for run in results["runs"]:
         for key, p in results["peer"].items():
-            peer_dtype, option = key.split("/")
-            if option != run["lora_layers"]:
+            mode, option = key.split("/")
+            if option != run["lora_layers"] or "real" not in run:
                 continue
             real = run["real"]
-            print(f"  kgemma {run['dtype']:>8} / peer {peer_dtype:>8}, LoRA on {option:>3} blocks: "
-                  f"inference x{real['inference_reviews_per_s'] / p['real_inference_reviews_per_s']:.2f}, "
-                  f"training x{real['training_first_epoch_reviews_per_s'] / p['real_training_reviews_per_s']:.2f} (one epoch), "
-                  f"x{real[f'training_{epochs}_epochs_reviews_per_s'] / p['real_training_reviews_per_s']:.2f} ({epochs} epochs)")  # fmt: skip
+            row = {"kgemma": run["dtype"], "peer": mode, "lora_layers": option,
+                   "inference": real["inference_reviews_per_s"] / p["real_inference_reviews_per_s"]}  # fmt: skip
+            if "training_first_epoch_reviews_per_s" in real:
+                row["training_1_epoch"] = real["training_first_epoch_reviews_per_s"] / p["real_training_reviews_per_s"]
+                row[f"training_{epochs}_epochs"] = real[f"training_{epochs}_epochs_reviews_per_s"] / p["real_training_reviews_per_s"]
+            rows.append(row)
+    return rows
+
+
+def print_ratios(rows):
+    print("\nkgemma / peer on real IMDB lengths (same reviews, same sequence limit, LoRA r8/alpha16 on q,v, same layers):")
+    for row in rows:
+        figures = ", ".join(f"{k.replace('_', ' ')} x{v:.2f}" for k, v in row.items() if k not in ("kgemma", "peer", "lora_layers"))
+        print(f"  kgemma {row['kgemma']:>8} / peer {row['peer']:>16}, LoRA on {row['lora_layers']:>3} blocks: {figures}")
+
+
+def headline(results):
+    """The figures a machine check needs: ceilings, the frozen forward's share of the
+    bfloat16 ceiling, scoring and real-length inference speed."""
+    machine = results["machine"]
+    out = {"cpu": machine["cpu"], "amx_bf16": machine["amx_bf16"], "avx512_bf16": machine["avx512_bf16"],
+           "bfloat16_ceiling_gflops": round(machine["bfloat16_gflops"]), "float32_ceiling_gflops": round(machine["float32_gflops"])}  # fmt: skip
+    for run in results["runs"]:
+        for row in run.get("fixed", []):
+            if "gflops" in row:
+                key = f"{run['dtype']}_{row['length']}_{row['mode'].split(' (')[0].replace(', ', '_').replace(' ', '_')}"
+                out[key] = {"reviews_per_s": round(row["reviews_per_s"], 2), "of_bfloat16_ceiling": round(row["of_bfloat16_ceiling"], 3)}
+        if "real" in run:
+            out[f"{run['dtype']}_real_inference_reviews_per_s"] = round(run["real"]["inference_reviews_per_s"], 2)
+    return out
 
 
 if __name__ == "__main__":
