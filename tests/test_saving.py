@@ -72,7 +72,7 @@ def test_bad_adapter_files_get_clear_errors(make_classifier, tmp_path):
         clf.load_adapter(tmp_path / "missing.npz")
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ValueError, match="corrupt or not .npz"):
+    with pytest.raises(ValueError, match="damaged, truncated or not an .npz file"):
         clf.load_adapter(corrupt)
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, x=np.zeros(3))

@@ -5,7 +5,7 @@ import functools
 import click
 
 # Errors a user can fix from the message alone: shown as one line, exit code 1.
-USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError)
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError, FloatingPointError)
 
 
 def file_fields(text_field, label_field):

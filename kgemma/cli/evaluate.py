@@ -90,7 +90,7 @@ def training_rows(run, source, data_dir, fields, seed, calibration_examples):
     return train, stratified_sample(validation, calibration_examples, seed=seed)
 
 
-def score_shard(shard, reviews, score, out, model_path, adapter_path, settings):
+def score_shard(shard, reviews, score, out, model_path, adapter_path, settings, fingerprint):
     """Score one worker's share of the rows into `out`, for a later `--merge`."""
     from kgemma.evaluation import parse_shard
     from kgemma.evaluation import shard_rows
@@ -99,7 +99,7 @@ def score_shard(shard, reviews, score, out, model_path, adapter_path, settings):
 
     index, count = parse_shard(shard)
     rows = shard_rows(len(reviews), index, count)
-    stream_predictions(out / "predictions.jsonl", reviews.subset(rows), score, on_progress=progress_printer(f"Shard {shard}"))
+    stream_predictions(out / "predictions.jsonl", reviews.subset(rows), score, on_progress=progress_printer(f"Shard {shard}"), model=fingerprint)
     paths = {"model": model_path and str(Path(model_path).resolve()), "adapter": adapter_path and str(Path(adapter_path).resolve())}
     write_shard_info(out, index, count, len(reviews), {**paths, "settings": settings})
     click.echo(f"Shard {index}/{count}: scored {len(rows)} of {len(reviews)} rows into {out}. "
@@ -195,19 +195,21 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
         with plan.scope() if plan else contextlib.nullcontext():
             classifier = load_classifier(model_path, adapter_path, preset, dtype)
         settings = classifier.rebuild_config()
+        fingerprint = classifier.fingerprint()
         score = make_scorer(classifier, batch_size)
         if shard:
-            return score_shard(shard, reviews, score, out, model_path, adapter_path, settings)
-        logits, n_tokens = stream_predictions(out / "predictions.jsonl", reviews, score, on_progress=progress_printer("Scoring"))
+            return score_shard(shard, reviews, score, out, model_path, adapter_path, settings, fingerprint)
+        logits, n_tokens = stream_predictions(out / "predictions.jsonl", reviews, score, on_progress=progress_printer("Scoring"), model=fingerprint)
 
     run, history = run_info(model_path, adapter_path)
     needs_train_rows = baseline or temperature_scaling
     train, validation = training_rows(run, source, data_dir, fields, seed, calibration_examples) if needs_train_rows else (None, None)
-    temperature = None
+    # The model's own temperature (saved with it), as predict_proba applies it, unless refitted here.
+    temperature = settings.get("temperature", 1.0)
     if temperature_scaling:
         if validation is None:
             raise click.UsageError("--temperature-scaling needs validation rows: use an IMDB source or the model's run folder.")
-        val_logits, _ = stream_predictions(out / "validation_predictions.jsonl", validation, score, on_progress=progress_printer("Validation"))
+        val_logits, _ = stream_predictions(out / "validation_predictions.jsonl", validation, score, on_progress=progress_printer("Validation"), model=fingerprint)
         temperature = fit_temperature(val_logits, validation.labels)
     baseline_probabilities = None
     if baseline and train is not None:
@@ -225,7 +227,7 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
         n_tokens=n_tokens,
         sequence_length=settings.get("sequence_length"),
         slices=slices,
-        temperature=temperature,
+        temperature=None if temperature == 1.0 else temperature,
         baseline_probabilities=baseline_probabilities,
         contrast=contrast,
         seed=seed,

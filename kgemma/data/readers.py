@@ -44,12 +44,17 @@ def _open_text(path):
 
 
 def _decoded_lines(path):
-    with _open_text(path) as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start}).") from None
+    number = 0
+    f = _open_text(path)  # A missing file is a FileNotFoundError of its own, not a damaged one.
+    try:
+        with f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"{path}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start}).") from None
+    except (OSError, EOFError) as e:  # gzip's BadGzipFile is an OSError; a cut-off .gz ends in EOFError.
+        raise ValueError(f"{path}: damaged or not a gzip file after line {number} ({type(e).__name__}).") from None
 
 
 def _finish(path, texts, labels, ids, ratings, label_names):
@@ -58,8 +63,16 @@ def _finish(path, texts, labels, ids, ratings, label_names):
     return Reviews(texts, labels, ids, ratings, source=str(path), label_names=tuple(label_names))
 
 
-def _rating(value):
-    return UNKNOWN_RATING if value in (None, "") else int(value)
+def _rating(value, where):
+    """A star rating, or `UNKNOWN_RATING` when the row has none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return UNKNOWN_RATING
+    try:
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        return int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where}: rating {value!r} is not a whole number.") from None
 
 
 def read_jsonl(path, text_field="text", label_field="label", id_field="id", rating_field="rating", label_names=LABEL_NAMES):
@@ -71,8 +84,10 @@ def read_jsonl(path, text_field="text", label_field="label", id_field="id", rati
         where = f"{path}, line {number}"
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg}).") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"{where}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')}).") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: a {type(row).__name__}, not a JSON object.")
         for name in (text_field, label_field):
             if name not in row:
                 raise ValueError(f"{where}: no '{name}' field (fields: {sorted(row)}).")
@@ -82,9 +97,9 @@ def read_jsonl(path, text_field="text", label_field="label", id_field="id", rati
             labels.append(parse_label(row[label_field], label_names))
         except ValueError as e:
             raise ValueError(f"{where}: {e}.") from None
+        ratings.append(_rating(row.get(rating_field), where))
         texts.append(row[text_field])
         ids.append(str(row.get(id_field, number)))
-        ratings.append(_rating(row.get(rating_field)))
     return _finish(path, texts, labels, ids, ratings, label_names)
 
 
@@ -97,18 +112,27 @@ def read_csv(path, text_field="text", label_field="label", id_field="id", rating
     # TSV releases (e.g. IMDb contrast sets) keep quotes inside the text unescaped.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.DictReader(lines, delimiter=delimiter, quoting=quoting)
-    missing = [f for f in (text_field, label_field) if f not in (reader.fieldnames or [])]
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    try:
+        columns = reader.fieldnames
+    except csv.Error as e:
+        raise ValueError(f"{path}, line 1: not readable as {kind} ({e}).") from None
+    missing = [f for f in (text_field, label_field) if f not in (columns or [])]
     if missing:
-        raise ValueError(f"{path}: no column {missing} (columns: {reader.fieldnames}).")
+        raise ValueError(f"{path}: no column {missing} (columns: {columns}).")
     texts, labels, ids, ratings = [], [], [], []
-    for row in reader:
-        try:
-            labels.append(parse_label(row[label_field], label_names))
-        except ValueError as e:
-            raise ValueError(f"{path}, line {reader.line_num}: {e}.") from None
-        texts.append(row[text_field] or "")
-        ids.append(str(row.get(id_field) or reader.line_num))
-        ratings.append(_rating(row.get(rating_field)))
+    try:
+        for row in reader:
+            where = f"{path}, line {reader.line_num}"
+            try:
+                labels.append(parse_label(row[label_field], label_names))
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}.") from None
+            ratings.append(_rating(row.get(rating_field), where))
+            texts.append(row[text_field] or "")
+            ids.append(str(row.get(id_field) or reader.line_num))
+    except csv.Error as e:  # NUL bytes, oversized fields, bad quoting.
+        raise ValueError(f"{path}, line {reader.line_num}: not readable as {kind} ({e}).") from None
     return _finish(path, texts, labels, ids, ratings, label_names)
 
 

@@ -1,10 +1,18 @@
-"""Predictions streamed to `predictions.jsonl`, so an interrupted evaluation resumes."""
+"""Predictions streamed to `predictions.jsonl`, so an interrupted evaluation resumes.
+
+Beside the rows, `predictions.model.json` records which model made them (its
+fingerprint: base model, dtype, adapter weights, settings), and a resumed
+evaluation reuses rows only for that same model.
+"""
 
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+
+from kgemma.files import read_json
+from kgemma.files import save_text_atomically
 
 
 def _fingerprint(text):
@@ -35,9 +43,38 @@ def _read_done(path, reviews):
     return done
 
 
-def stream_predictions(path, reviews, score, chunk_size=64, on_progress=None):
+def model_record_path(path):
+    """Where the fingerprint of the model behind a predictions file is kept."""
+    return Path(path).with_suffix(".model.json")
+
+
+def check_same_model(path, model):
+    """Refuse `path`'s saved rows unless `model` (a fingerprint dict) made them."""
+    record = model_record_path(path)
+    if not record.is_file():
+        raise ValueError(
+            f"{path} holds predictions from a model it does not name (no {record.name}); "
+            "delete it or choose another output folder."
+        )
+    saved = read_json(record)
+    differ = sorted(key for key in set(saved) | set(model) if saved.get(key) != model.get(key))
+    if differ:
+        details = "; ".join(f"{key}: saved {saved.get(key)!r}, now {model.get(key)!r}" for key in differ[:4])
+        raise ValueError(
+            f"{path} holds predictions from another model ({details}). Delete it to score "
+            "this model there, or choose another output folder."
+        )
+
+
+def stream_predictions(path, reviews, score, chunk_size=64, on_progress=None, model=None):
     """Score `reviews` with `score(texts) -> (logits, n_tokens)`, appending each chunk's
     rows to `path` as JSON lines; rows already there are reused, not rescored.
+
+    Args:
+        model: the scoring model's fingerprint (a JSON-able dict, e.g.
+            `GemmaSentimentClassifier.fingerprint()`). Rows already saved are
+            reused only if the same model made them; otherwise this refuses,
+            naming what differs. `None` skips the check.
 
     Returns:
         `(logits, n_tokens)` arrays for all reviews, in order.
@@ -45,6 +82,11 @@ def stream_predictions(path, reviews, score, chunk_size=64, on_progress=None):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(path, reviews)
+    if model is not None:
+        if done:
+            check_same_model(path, model)
+        else:
+            save_text_atomically(model_record_path(path), json.dumps(model, indent=2))
     if on_progress:
         on_progress(len(done), len(reviews))
     with open(path, "a", encoding="utf-8") as f:
@@ -87,7 +129,7 @@ def shard_rows(n, index, count):
 def write_shard_info(folder, index, count, n_rows, info):
     """Record which share of how many rows a folder's predictions hold, and the model."""
     shard = {"index": index, "count": count, "rows": n_rows, **info}
-    (Path(folder) / SHARD_FILE).write_text(json.dumps(shard, indent=2))
+    save_text_atomically(Path(folder) / SHARD_FILE, json.dumps(shard, indent=2))
 
 
 def merge_shards(folders, reviews):
@@ -103,13 +145,18 @@ def merge_shards(folders, reviews):
         path = Path(folder) / SHARD_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{folder} holds no {SHARD_FILE}: not a folder written by kgemma-eval --shard.")
-        infos.append(json.loads(path.read_text()))
+        infos.append(read_json(path))
     counts = {info["count"] for info in infos}
     if len(counts) != 1 or sorted(info["index"] for info in infos) != list(range(counts.pop())):
         names = ", ".join(f"{info['index']}/{info['count']}" for info in infos)
         raise ValueError(f"Shards {names} are not one complete set of I/N.")
     if any(info["rows"] != len(reviews) for info in infos):
         raise ValueError(f"The shards were scored on {infos[0]['rows']} rows; these data have {len(reviews)}. Use the same --data, --max-examples and --seed.")
+    first = model_record_path(Path(folders[0]) / "predictions.jsonl")
+    for folder in folders[1:]:
+        # Every shard must come from the model the first one names.
+        if first.is_file():
+            check_same_model(Path(folder) / "predictions.jsonl", read_json(first))
     logits, n_tokens = None, np.zeros(len(reviews), dtype="int64")
     for folder, info in zip(folders, infos):
         rows = shard_rows(len(reviews), info["index"], info["count"])

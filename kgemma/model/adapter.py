@@ -12,6 +12,19 @@ import numpy as np
 from kgemma.files import save_npz_atomically
 from kgemma.model.backbones import backbone_fingerprint
 
+# Settings an adapter's weights were trained with, and their defaults for adapters
+# written before the setting existed: loading them into a classifier built otherwise
+# would silently change its outputs, so they must match.
+ADAPTER_SETTINGS = {
+    "num_classes": 2,
+    "lora_rank": 8,
+    "lora_alpha": 16.0,
+    "lora_targets": "query_value",
+    "lora_layers": None,
+    "pooling": "mean",
+    "normalize_pooled": True,
+}
+
 FORMAT = "kgemma-adapter"
 FORMAT_VERSION = 1
 _HEADER_KEY = "__kgemma_header__"
@@ -64,7 +77,9 @@ def read_adapter(path):
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except Exception as e:
-        raise ValueError(f"{path} is not a readable kgemma adapter (corrupt or not .npz): {e}") from e
+        # Not numpy's own message: for random bytes it suggests allow_pickle=True, which
+        # would be unsafe advice for a damaged or foreign file.
+        raise ValueError(f"{path} is not a readable kgemma adapter: damaged, truncated or not an .npz file ({type(e).__name__}).") from None
     if _HEADER_KEY not in arrays:
         raise ValueError(f"{path} is an .npz file but not a kgemma adapter (no header).")
     header = json.loads(arrays.pop(_HEADER_KEY).tobytes().decode())
@@ -88,12 +103,13 @@ def _check_compatible(classifier, header, path):
             f"{fingerprint}. Load it onto the model it was trained on."
         )
     saved, current = header["classifier"], classifier.rebuild_config()
-    for key in ("lora_rank", "lora_targets", "lora_layers", "num_classes", "normalize_pooled"):
-        # Adapters written before `lora_layers` existed adapt every block (None).
-        if saved.get(key) != current[key]:
+    for key, default in ADAPTER_SETTINGS.items():
+        # Adapters written before a setting existed had its default.
+        if saved.get(key, default) != current[key]:
             raise ValueError(
-                f"{path} has {key}={saved.get(key)!r} but this classifier has {key}={current[key]!r}; "
-                "build it with the adapter's settings, or use GemmaSentimentClassifier.from_adapter()."
+                f"{path} has {key}={saved.get(key, default)!r} but this classifier has {key}={current[key]!r}, "
+                f"which would change its outputs; build it with the adapter's {key} (from_adapter() "
+                "does, when not given another)."
             )
 
 
@@ -110,4 +126,6 @@ def load_adapter(classifier, path):
             raise ValueError(f"{path}: '{name}' has shape {arrays[name].shape}, expected {tuple(variable.shape)}.")
     for name, variable in targets.items():
         variable.assign(arrays[name])
+    # The temperature fitted for these weights (kgemma-eval --temperature-scaling) belongs with them.
+    classifier.temperature = float(header["classifier"].get("temperature", 1.0))
     return header

@@ -18,6 +18,22 @@ def check_backbone(backbone):
         raise TypeError(f"kgemma supports {names}; got {type(backbone).__name__}.")
 
 
+def load_backbone(handle, **kwargs):
+    """`keras_hub.models.Backbone.from_preset`, with a clear error for a local preset
+    folder whose files are damaged (h5py's own is a long traceback naming no file)."""
+    from pathlib import Path
+
+    try:
+        return keras_hub.models.Backbone.from_preset(handle, **kwargs)
+    except Exception as e:
+        if not Path(str(handle)).is_dir():
+            raise
+        raise ValueError(
+            f"Could not load the model in {handle}: a file there is damaged or truncated "
+            f"({type(e).__name__}: {str(e)[:200]}). Restore or rebuild that folder."
+        ) from e
+
+
 def context_length(backbone):
     """The longest input, in tokens, the backbone's model family was trained for."""
     if isinstance(backbone, keras_hub.models.Gemma3Backbone):

@@ -1,11 +1,15 @@
 """`GemmaSentimentClassifier`: a Gemma backbone, pooling, and a classification head."""
 
+import hashlib
+
 import keras
 import keras_hub
 import numpy as np
 
 from kgemma.model import adapter as adapter_file
+from kgemma.model.backbones import backbone_fingerprint
 from kgemma.model.backbones import check_backbone
+from kgemma.model.backbones import load_backbone
 from kgemma.model.backbones import context_length
 from kgemma.model.batching import length_sorted_batches
 from kgemma.model.frozen_prefix import ClassifierForward
@@ -15,6 +19,7 @@ from kgemma.model.lora import attach_lora
 from kgemma.model.lora import first_adapted_block
 from kgemma.model.pooling import SequencePooling
 from kgemma.model.preprocessor import GemmaSentimentClassifierPreprocessor
+from kgemma.model.text import check_finite
 from kgemma.model.text import check_not_empty
 from kgemma.model.text import check_texts
 
@@ -175,7 +180,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
 
         handle = resolve_preset(preset)
         backbone_kwargs = {"dtype": dtype} if dtype else {}
-        backbone = keras_hub.models.Backbone.from_preset(handle, load_weights=load_weights, **backbone_kwargs)
+        backbone = load_backbone(handle, load_weights=load_weights, **backbone_kwargs)
         check_backbone(backbone)
         if "preprocessor" not in kwargs:
             options = {k: kwargs.pop(k) for k in PREPROCESSOR_ARGS if k in kwargs}
@@ -194,9 +199,12 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             path: the adapter `.npz` file.
             preset: the base model; defaults to the preset recorded in the adapter.
             **kwargs: passed to `from_preset`, overriding the adapter's settings
-                that do not change the weights (e.g. `sequence_length`). `dtype`
-                defaults to the backbone dtype the adapter was trained in
-                (float32 for adapters that do not record it).
+                that do not change the weights (e.g. `sequence_length`,
+                `temperature`). `dtype` defaults to the backbone dtype the adapter
+                was trained in (float32 for adapters that do not record it).
+                Settings the weights were trained with (`pooling`, `lora_alpha`,
+                `lora_rank`, ...: `kgemma.model.adapter.ADAPTER_SETTINGS`) are
+                refused if they differ from the adapter's.
         """
         header, _ = adapter_file.read_adapter(path)
         settings = {**header["classifier"], **kwargs}
@@ -204,6 +212,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             settings["dtype"] = header["base_model"].get("dtype")
         model = cls.from_preset(preset if preset is not None else header["base_model"]["preset"], **settings)
         model.load_adapter(path)
+        if "temperature" in kwargs:  # Asked for explicitly: it wins over the saved one.
+            model.temperature = float(kwargs["temperature"])
         return model
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
@@ -289,6 +299,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         for rows, width in length_sorted_batches(padding_mask.sum(axis=1), batch_size, limit=token_ids.shape[1]):
             batch = {"token_ids": token_ids[rows, :width], "padding_mask": padding_mask[rows, :width]}
             logits[rows] = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+        check_finite(logits)
         return logits
 
     def scoring_model(self, fused=None):
@@ -318,10 +329,29 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         return adapter_file.save_adapter(self, path)
 
     def load_adapter(self, path):
-        """Load an adapter saved by `save_adapter`; refuses one for another base
-        model, rank, target set or number of classes."""
+        """Load an adapter saved by `save_adapter`, with the temperature saved in
+        it; refuses one for another base model or one trained with other settings
+        (rank, alpha, targets, layers, pooling, number of classes), naming the
+        setting. Nothing changes on a refusal."""
         adapter_file.load_adapter(self, path)
         return self
+
+    def fingerprint(self):
+        """What decides this classifier's scores, as a JSON-able dict: the base
+        model's fingerprint, the backbone dtype, a hash of the adapter and head
+        weights, and the settings that rebuild it (sequence length, truncation,
+        pooling, temperature, ...). Classifiers with equal fingerprints score alike;
+        `kgemma-eval` reuses saved predictions only for an equal one."""
+        digest = hashlib.sha256()
+        for name, variable in sorted(adapter_file.adapter_weights(self).items()):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable), dtype="float32").tobytes())
+        return {
+            "base_model": backbone_fingerprint(self.backbone),
+            "dtype": self.backbone.dtype_policy.name,
+            "weights": digest.hexdigest()[:16],
+            **self.rebuild_config(),
+        }
 
     def rebuild_config(self):
         """The settings that, with the base preset, rebuild this classifier."""

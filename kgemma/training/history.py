@@ -1,8 +1,12 @@
 """Per-step and per-epoch training history, saved as JSON, CSV and a learning-curve PNG."""
 
 import csv
+import io
 import json
 from pathlib import Path
+
+from kgemma.files import read_json
+from kgemma.files import save_text_atomically
 
 STEP_FIELDS = ("global_step", "epoch", "step", "reviews", "loss", "accuracy", "learning_rate", "reviews_per_s")
 EPOCH_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -21,7 +25,7 @@ class History:
         path = Path(run_dir) / "history.json"
         if not path.is_file():
             return cls()
-        data = json.loads(path.read_text())
+        data = read_json(path)
         steps = [s for s in data["steps"] if up_to_step is None or s["global_step"] <= up_to_step]
         return cls(steps, data["epochs"])
 
@@ -29,16 +33,18 @@ class History:
         return [s for s in self.steps if s["epoch"] == epoch]
 
     def save(self, run_dir):
+        # Atomically, like the checkpoint beside it: a torn history would break --resume.
         run_dir = Path(run_dir)
-        (run_dir / "history.json").write_text(json.dumps({"steps": self.steps, "epochs": self.epochs}, indent=1))
+        save_text_atomically(run_dir / "history.json", json.dumps({"steps": self.steps, "epochs": self.epochs}, indent=1))
         for name, fields, rows in (
             ("history_steps.csv", STEP_FIELDS, self.steps),
             ("history_epochs.csv", EPOCH_FIELDS, self.epochs),
         ):
-            with open(run_dir / name, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+            save_text_atomically(run_dir / name, text.getvalue())
 
     def plot(self, path):
         """Training loss and accuracy per step (smoothed) with validation per epoch."""

@@ -2,6 +2,7 @@
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -14,6 +15,8 @@ from kgemma.data import overlap_report
 from kgemma.data import read_reviews
 from kgemma.data import stratified_sample
 from kgemma.data import train_validation_split
+from kgemma.files import read_json
+from kgemma.files import save_text_atomically
 from kgemma.model import GemmaSentimentClassifier
 from kgemma.scaling.distribution import SingleDevice
 from kgemma.training.trainer import fit
@@ -44,26 +47,45 @@ def load_training_data(source, config, data_dir=None, eval_source=None, **fields
             report["rows_after_dropping_overlap"] = len(reviews)
     if config.max_examples:
         reviews = stratified_sample(reviews, config.max_examples, seed=config.seed)
+    if len(np.unique(reviews.labels)) < 2:
+        warnings.warn(f"Every training review has the same label ({reviews.labels[0]}): the classifier can learn nothing but that label.", stacklevel=2)
     train, validation = train_validation_split(reviews, config.validation_fraction, seed=config.seed)
     report.update(train=len(train), validation=len(validation), train_labels=train.label_counts())
     return train, validation, report
 
 
 def _check_run_dir(run_dir, run_settings, resume):
-    """Refuse to overwrite a run, or to resume one with different settings."""
+    """Refuse to overwrite a run, or to resume one with different settings.
+
+    Returns whether there is a checkpoint to resume from: a run killed before its
+    first checkpoint is started again from the beginning by `resume`.
+    """
     saved = run_dir / RUN_FILE
     if not resume:
         if saved.is_file():
             raise FileExistsError(
-                f"{run_dir} already holds a run; pass --resume to continue it, or choose another output folder."
+                f"{run_dir} already holds a run; pass --resume to continue it (or to start it again if it "
+                "stopped before its first checkpoint), or choose another output folder."
             )
-        return
-    if not saved.is_file() or read_progress(run_dir) is None:
-        raise FileNotFoundError(f"Nothing to resume in {run_dir}: no run with a checkpoint there.")
-    previous = json.loads(saved.read_text())
-    changed = sorted(k for k in run_settings if previous.get(k) != run_settings[k])
+        return False
+    if not saved.is_file():
+        raise FileNotFoundError(f"Nothing to resume in {run_dir}: no {RUN_FILE} there.")
+    changed = _changed_settings(read_json(saved), run_settings)
     if changed:
-        raise ValueError(f"{run_dir} was started with different settings ({', '.join(changed)}); resume it with the same ones.")
+        raise ValueError(f"{run_dir} was started with other settings ({'; '.join(changed)}); resume it with the same ones.")
+    return read_progress(run_dir) is not None
+
+
+def _changed_settings(previous, current):
+    """`"name: was -> now"` for each setting that differs, config fields by name."""
+    changed = []
+    for key in sorted(set(previous) | set(current)):
+        before, now = previous.get(key), current.get(key)
+        if key == "config" and isinstance(before, dict) and isinstance(now, dict):
+            changed += [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+        elif before != now:
+            changed.append(f"{key}: {before!r} -> {now!r}")
+    return changed
 
 
 def run_training(config, output_dir, preset=None, data_source=None, data_dir=None, resume=False, save_keras=True, verbose=1, distribution=None, **fields):
@@ -87,7 +109,9 @@ def run_training(config, output_dir, preset=None, data_source=None, data_dir=Non
         "data_source": None if data_source is None else str(data_source),
         "fields": fields,
     }
-    _check_run_dir(run_dir, run_settings, resume)
+    has_checkpoint = _check_run_dir(run_dir, run_settings, resume)
+    if resume and not has_checkpoint:  # Shown even when quiet: it is not progress, it is news.
+        print(f"{run_dir} stopped before its first checkpoint: starting it again from the beginning.")
     plan = distribution or SingleDevice()
     train, validation, data_report = load_training_data(data_source, config, data_dir, **fields)
     # Seed before building: it fixes the LoRA and head initialization.
@@ -95,8 +119,8 @@ def run_training(config, output_dir, preset=None, data_source=None, data_dir=Non
     with plan.scope():
         classifier = GemmaSentimentClassifier.from_preset(preset, dtype=config.dtype, **config.classifier_options())
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_FILE).write_text(json.dumps(run_settings, indent=2))
-    history, progress = fit(classifier, train, validation, config, run_dir, resume=resume, verbose=verbose, distribution=plan)
+    save_text_atomically(run_dir / RUN_FILE, json.dumps(run_settings, indent=2))
+    history, progress = fit(classifier, train, validation, config, run_dir, resume=has_checkpoint, verbose=verbose, distribution=plan)
 
     classifier.save_adapter(run_dir / "adapter.npz")
     if save_keras:
@@ -104,7 +128,7 @@ def run_training(config, output_dir, preset=None, data_source=None, data_dir=Non
     history.plot(run_dir / "learning_curve.png")
     summary = _summary(classifier, config, data_report, history, progress, time.perf_counter() - started)
     summary["distribution"] = plan.describe()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    save_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2))
     return classifier, summary
 
 
