@@ -18,37 +18,31 @@ def _default_mode():
     return 0o666 & ~umask
 
 
-def save_npz_atomically(path, arrays):
-    """Write `arrays` to `path` as `.npz` via a scratch file renamed over the target,
+def _write_atomically(path, write, mode="wb"):
+    """Call `write(file)` on a scratch file beside `path`, then rename it over `path`,
     so an existing file is replaced only by a complete one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(scratch, _default_mode())
-        os.replace(scratch, path)
-    finally:
-        if os.path.exists(scratch):
-            os.remove(scratch)
-    return path
-
-
-def save_text_atomically(path, text):
-    """Write `text` to `path` via a scratch file renamed over the target."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, scratch = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
         os.chmod(scratch, _default_mode())
         os.replace(scratch, path)
     finally:
         if os.path.exists(scratch):
             os.remove(scratch)
     return path
+
+
+def save_npz_atomically(path, arrays):
+    """Write `arrays` to `path` as `.npz`, atomically."""
+    return _write_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def save_text_atomically(path, text):
+    """Write `text` to `path` (UTF-8), atomically."""
+    return _write_atomically(path, lambda f: f.write(text), mode="w")
 
 
 def read_json(path):
