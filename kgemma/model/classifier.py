@@ -9,8 +9,8 @@ import numpy as np
 from kgemma.model import adapter as adapter_file
 from kgemma.model.backbones import backbone_fingerprint
 from kgemma.model.backbones import check_backbone
-from kgemma.model.backbones import load_backbone
 from kgemma.model.backbones import context_length
+from kgemma.model.backbones import load_backbone
 from kgemma.model.batching import length_sorted_batches
 from kgemma.model.frozen_prefix import ClassifierForward
 from kgemma.model.frozen_prefix import FrozenPrefix
