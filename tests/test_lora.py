@@ -133,3 +133,19 @@ def test_frozen_prefix_and_upper_stack_compute_the_classifier(make_classifier, k
     np.testing.assert_allclose(np.asarray(lower), whole, atol=1e-5)
     with pytest.raises(ValueError, match="split depth must be from 0 to 1"):
         clf.frozen_prefix(2)
+
+
+def test_lora_is_never_silently_dropped_by_a_quantized_layer(make_classifier):
+    from kgemma.model.fused_blocks import supports_fused
+
+    clf = make_classifier("gemma3")
+    # Quantized after attaching: Keras would route around the adapter, so the layer refuses to run.
+    clf.backbone.quantize("int8")
+    assert not supports_fused(clf.backbone)
+    with pytest.raises(ValueError, match="was quantized after a LoRA adapter was attached"):
+        clf.predict_proba(["A fine film."])
+    # Attaching to a quantized backbone is refused at once.
+    quantized = make_classifier("gemma3", lora_rank=0).backbone
+    quantized.quantize("int8")
+    with pytest.raises(ValueError, match="is quantized \\(int8\\); kgemma's LoRA adapters run beside float kernels only"):
+        type(clf)(backbone=quantized, preprocessor=clf.preprocessor)

@@ -12,12 +12,14 @@ the LoRA adapters keep their own layer (dropout included), so it serves the froz
 prefix, the trained upper blocks and inference alike.
 
 Backbones it cannot run exactly (Gemma 1 and 2, attention soft caps, bidirectional or
-vision models) take keras-hub's own blocks: `supports_fused` says which.
+vision models, quantized layers) take keras-hub's own blocks: `supports_fused` says which.
 """
 
 import keras
 import numpy as np
 from keras import ops
+
+from kgemma.model.lora import is_quantized
 
 
 def supports_fused(backbone):
@@ -27,6 +29,9 @@ def supports_fused(backbone):
     if not isinstance(backbone, keras_hub.models.Gemma3Backbone) or getattr(backbone, "vision_encoder", None):
         return False
     block = backbone.transformer_layers[0]
+    # The fused blocks read float kernels; a quantized layer keeps its own (int8) ones.
+    if any(is_quantized(layer) for layer in backbone._flatten_layers(include_self=False)):
+        return False
     return (
         block.use_query_key_norm
         and block.use_post_attention_norm

@@ -93,8 +93,26 @@ class LoRAAdapter(keras.layers.Layer):
         return update * ops.cast(self.alpha / self.rank, x.dtype)
 
     def attach(self, layer):
-        """Route `layer`'s forward pass through this adapter: `layer(x) + self(x)`."""
+        """Route `layer`'s forward pass through this adapter: `layer(x) + self(x)`.
+
+        Keras sends a quantized layer to `quantized_call`, past `call`, so the
+        adapter would silently drop out: a quantized layer is refused, and one
+        quantized after attaching refuses to run.
+        """
+        if is_quantized(layer):
+            raise ValueError(
+                f"Layer '{layer.path}' is quantized ({layer.dtype_policy.quantization_mode}); kgemma's LoRA adapters "
+                "run beside float kernels only. Quantize after merging, or attach to an unquantized backbone."
+            )
         base_call = type(layer).call.__get__(layer)
+
+        def refuse_quantized(*args, **kwargs):
+            raise ValueError(
+                f"Layer '{layer.path}' was quantized after a LoRA adapter was attached, which would drop the "
+                "adapter from its output; kgemma's LoRA runs beside float kernels only."
+            )
+
+        layer.quantized_call = refuse_quantized
 
         def call_with_lora(inputs, training=None):
             base = base_call(inputs, training=training)
@@ -114,6 +132,11 @@ class LoRAAdapter(keras.layers.Layer):
             "alpha": self.alpha,
             "dropout": self.dropout,
         }
+
+
+def is_quantized(layer):
+    """True for a layer Keras has quantized (int8, float8, ...)."""
+    return getattr(layer.dtype_policy, "quantization_mode", None) is not None
 
 
 def _natural_key(path):
