@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import keras
 import keras_hub
@@ -21,8 +22,6 @@ def check_backbone(backbone):
 def load_backbone(handle, **kwargs):
     """`keras_hub.models.Backbone.from_preset`, with a clear error for a local preset
     folder whose files are damaged (h5py's own is a long traceback naming no file)."""
-    from pathlib import Path
-
     try:
         return keras_hub.models.Backbone.from_preset(handle, **kwargs)
     except Exception as e:

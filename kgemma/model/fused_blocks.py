@@ -83,8 +83,8 @@ class _BatchContext:
         back (keras-hub's `band_part(window - 1)`). A window at least as long as
         a sequence of known length changes nothing, and shares the causal bias.
         """
-        static_length = x_length if isinstance(x_length := self.length, int) else None
-        if window is not None and static_length is not None and window >= static_length:
+        # A traced width may be unknown (None); then the window's bias is built to be safe.
+        if window is not None and isinstance(self.length, int) and window >= self.length:
             window = None
         key = window
         if key not in self._bias:
