@@ -52,9 +52,10 @@ def train_spm_proto():
     return model.getvalue()
 
 
-def tiny_backbone(kind, vocabulary_size, seed=0):
+def tiny_backbone(kind, vocabulary_size, seed=0, dtype=None):
     keras.utils.set_random_seed(seed)
     common = dict(
+        dtype=dtype,
         vocabulary_size=vocabulary_size,
         num_layers=2,
         num_query_heads=2,
@@ -92,9 +93,9 @@ def make_classifier(spm_proto):
     from kgemma import GemmaSentimentClassifier
     from kgemma import GemmaSentimentClassifierPreprocessor
 
-    def make(kind="gemma3", seed=0, sequence_length=32, truncation="head", **kwargs):
+    def make(kind="gemma3", seed=0, sequence_length=32, truncation="head", dtype=None, **kwargs):
         tokenizer = tiny_tokenizer(kind, spm_proto)
-        backbone = tiny_backbone(kind, tokenizer.vocabulary_size(), seed=seed)
+        backbone = tiny_backbone(kind, tokenizer.vocabulary_size(), seed=seed, dtype=dtype)
         preprocessor = GemmaSentimentClassifierPreprocessor(
             tokenizer, sequence_length=sequence_length, truncation=truncation
         )

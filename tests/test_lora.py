@@ -149,3 +149,19 @@ def test_lora_is_never_silently_dropped_by_a_quantized_layer(make_classifier):
     quantized.quantize("int8")
     with pytest.raises(ValueError, match="is quantized \\(int8\\); kgemma's LoRA adapters run beside float kernels only"):
         type(clf)(backbone=quantized, preprocessor=clf.preprocessor)
+
+
+def test_upper_stack_runs_in_the_backbone_dtype(make_classifier):
+    """In bfloat16 the cached prefix's states go through the upper blocks in bfloat16,
+    as in the whole classifier (a float32 model would cast them up): same outputs."""
+    clf = make_classifier(dtype="bfloat16", lora_layers=1)
+    for adapter in clf.lora_adapters:
+        adapter.lora_b.assign(np.random.default_rng(0).normal(size=adapter.lora_b.shape))
+    features = {k: np.asarray(v) for k, v in clf.preprocessor(["A fine film.", "Dull, long, and far too loud."]).items()}
+    states = clf.frozen_prefix()(features)
+    assert keras.backend.standardize_dtype(states.dtype) == "bfloat16"
+    upper = clf.upper_stack()
+    assert upper.compute_dtype == "bfloat16"
+    split = upper({"hidden_states": states, "padding_mask": features["padding_mask"]})
+    whole = clf.scoring_model()(features)
+    np.testing.assert_array_equal(np.asarray(split), np.asarray(whole))
