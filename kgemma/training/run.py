@@ -88,11 +88,13 @@ def _changed_settings(previous, current):
     return changed
 
 
-def run_training(config, output_dir, preset=None, data_source=None, data_dir=None, resume=False, save_keras=True, verbose=1, distribution=None, **fields):
+def run_training(config, output_dir, preset=None, data_source=None, data_dir=None, resume=False, save_keras=True, verbose=1, distribution=None, prefix_cache=None, **fields):
     """Fine-tune on IMDB (or a labelled file) and write the run's outputs.
 
     `distribution` is an optional plan from `kgemma.scaling.create_distribution`:
     the model is built in its scope and each step's batch split across replicas.
+    `prefix_cache`: a folder that keeps the cached frozen prefix's states for
+    later runs over the same reviews (see `kgemma.training.fit`).
 
     Outputs in `output_dir`: `adapter.npz`, `model.keras` (if `save_keras`),
     `history.json`/`history_steps.csv`/`history_epochs.csv`, `learning_curve.png`,
@@ -120,7 +122,7 @@ def run_training(config, output_dir, preset=None, data_source=None, data_dir=Non
         classifier = GemmaSentimentClassifier.from_preset(preset, dtype=config.dtype, **config.classifier_options())
     run_dir.mkdir(parents=True, exist_ok=True)
     save_text_atomically(run_dir / RUN_FILE, json.dumps(run_settings, indent=2))
-    history, progress = fit(classifier, train, validation, config, run_dir, resume=has_checkpoint, verbose=verbose, distribution=plan)
+    history, progress = fit(classifier, train, validation, config, run_dir, resume=has_checkpoint, verbose=verbose, distribution=plan, prefix_cache=prefix_cache)
 
     classifier.save_adapter(run_dir / "adapter.npz")
     if save_keras:

@@ -15,6 +15,9 @@ from kgemma.training.batches import epoch_batches
 from kgemma.training.checkpoint import load_state
 from kgemma.training.checkpoint import save_state
 from kgemma.training.history import History
+from kgemma.training.prefix_cache import PrefixStates
+from kgemma.training.prefix_cache import cache_key
+from kgemma.training.prefix_cache import cached_prefix_states
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -79,9 +82,11 @@ def keras_jit_compile(setting):
     return "auto" if setting is None else setting
 
 
-def prefix_states(classifier, features, batch_size, jit_compile=None, distribution=None, verbose=0, depth=None):
-    """The frozen prefix's output for every row, each trimmed to its own length
-    (`depth`: where the prefix ends, by default the first adapted block).
+def prefix_states(classifier, features, batch_size, jit_compile=None, distribution=None, verbose=0, depth=None, cache_dir=None):
+    """The frozen prefix's output for every row as `PrefixStates`, each row trimmed
+    to its own length (`depth`: where the prefix ends, by default the first
+    adapted block). With `cache_dir`, the states are mapped from a matching entry
+    there, or computed once into a new one (`kgemma.training.prefix_cache`).
 
     Padding is on the right, and no later layer reads padding positions, so a
     review's states can be padded with zeros to any batch width.
@@ -91,14 +96,32 @@ def prefix_states(classifier, features, batch_size, jit_compile=None, distributi
         prefix = classifier.frozen_prefix(depth)
         prefix.compile(jit_compile=keras_jit_compile(jit_compile))
     lengths = features["padding_mask"].sum(axis=1)
-    states = [None] * len(lengths)
-    bar = keras.utils.Progbar(len(lengths), verbose=verbose, unit_name="review")
-    for rows, width in length_sorted_batches(lengths, batch_size, limit=features["token_ids"].shape[1]):
-        out = plan.predict_on_batch(prefix, model_inputs(features, rows, width))
-        for j, i in enumerate(rows):
-            states[i] = out[j, : lengths[i]]
-        bar.add(len(set(rows.tolist())))
-    return states
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    hidden, dtype = classifier.backbone.hidden_dim, numpy_dtype(classifier.backbone.compute_dtype)
+
+    def fill(flat):
+        bar = keras.utils.Progbar(len(lengths), verbose=verbose, unit_name="review")
+        for rows, width in length_sorted_batches(lengths, batch_size, limit=features["token_ids"].shape[1]):
+            out = plan.predict_on_batch(prefix, model_inputs(features, rows, width))
+            for j, i in enumerate(rows):
+                flat[offsets[i] : offsets[i + 1]] = out[j, : lengths[i]]
+            bar.add(len(set(rows.tolist())))
+
+    if cache_dir is not None:
+        key = cache_key(classifier, features, prefix.depth, prefix.fused)
+        settings = {"base_preset": classifier.base_preset, "dtype": str(dtype), "depth": prefix.depth, "reviews": len(lengths)}
+        return cached_prefix_states(cache_dir, key, settings, lengths, hidden, dtype, fill)
+    flat = np.empty((int(offsets[-1]), hidden), dtype=dtype)
+    started = time.perf_counter()
+    fill(flat)
+    return PrefixStates(flat, lengths, time.perf_counter() - started)
+
+
+def numpy_dtype(name):
+    """A Keras dtype name as a numpy dtype (bfloat16 through ml_dtypes, as Keras does)."""
+    import ml_dtypes
+
+    return np.dtype(getattr(ml_dtypes, name, name))
 
 
 def training_model(classifier, config, total_steps, distribution=None, depth=None):
@@ -146,7 +169,7 @@ def _fresh_progress():
     }
 
 
-def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1, distribution=None):
+def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1, distribution=None, prefix_cache=None):
     """Fine-tune `classifier` on `train` (`Reviews`), validating on `validation`.
 
     With a `distribution` plan (`kgemma.scaling.create_distribution`; the classifier
@@ -157,6 +180,11 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
     end, and `history.*` alongside; with `resume=True` it continues from the last
     checkpoint at the exact step. At the end the best epoch's weights (lowest
     validation loss) are restored.
+
+    With `prefix_cache` (a folder) and a cached frozen prefix, the prefix's states
+    are kept there, memory-mapped, and reused by later runs over the same reviews
+    (`kgemma.training.prefix_cache`). The training time still counts the prefix
+    pass, as long as it took when the entry was made.
 
     Returns:
         `(history, progress)`.
@@ -174,12 +202,12 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
     model, cached = training_model(classifier, config, steps_per_epoch * config.epochs, plan)
     states = val_states = None
     if cached:
-        started = time.perf_counter()
         if verbose:
             print(f"Computing the frozen prefix ({classifier.frozen_depth} blocks) once per review:")
-        states = prefix_states(classifier, features, config.batch_size, config.jit_compile, plan, verbose)
-        val_states = prefix_states(classifier, val_features, config.batch_size, config.jit_compile, plan, verbose)
-        prefix_seconds = time.perf_counter() - started
+        states = prefix_states(classifier, features, config.batch_size, config.jit_compile, plan, verbose, cache_dir=prefix_cache)
+        val_states = prefix_states(classifier, val_features, config.batch_size, config.jit_compile, plan, verbose, cache_dir=prefix_cache)
+        # From a cache entry, the seconds its prefix pass took when it was made.
+        prefix_seconds = states.seconds + val_states.seconds
         if verbose:
             print(f"Cached the frozen prefix ({classifier.frozen_depth} blocks) of {len(states) + len(val_states)} reviews in {prefix_seconds:.0f} s.")
 
