@@ -192,3 +192,27 @@ def test_train_command_runs_data_parallel(tiny_preset, data_file, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["distribution"]["strategy"] in ("mirrored", "data") and summary["steps"] == 9
     assert (out / "adapter.npz").is_file()
+
+
+def test_cli_defaults_are_the_training_configs():
+    # The recipe fills every option not given, so the CLI's shown defaults must be TrainingConfig's.
+    defaults = TrainingConfig().to_dict()
+    parsed = train_main.make_context("kgemma-train", ["--output", "unused"]).params
+    options = {name: value for name, value in parsed.items() if name in defaults}
+    assert len(options) > 20 and {name: defaults[name] for name in options} == options
+
+
+def test_a_recipe_fills_what_the_command_line_does_not_give(tiny_preset, data_file, tmp_path, monkeypatch):
+    from kgemma.training import recipes
+
+    assert recipes.recipe_config("report") == TrainingConfig()
+    with pytest.raises(ValueError, match="Unknown recipe 'fast'; choose one of"):
+        recipes.recipe_config("fast")
+    monkeypatch.setitem(recipes.RECIPES, "report", recipes.Recipe("a test recipe", {"epochs": 1, "max_examples": 40, "learning_rate": 1e-3}))
+    out = tmp_path / "run"
+    # cli_args gives --learning-rate 1e-2 explicitly: it wins over the recipe's 1e-3.
+    result = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, out, "--recipe", "report", "--no-save-keras"))
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "run.json").read_text())["config"]
+    assert (config["epochs"], config["max_examples"], config["learning_rate"]) == (1, 40, 1e-2)
+    assert config["lora_rank"] == TrainingConfig().lora_rank

@@ -3,16 +3,24 @@
 import json
 
 import click
+from click.core import ParameterSource
 
 from kgemma.cli.common import distribution_options
 from kgemma.cli.common import file_fields
 from kgemma.cli.common import make_distribution
 from kgemma.cli.common import user_errors_as_messages
+from kgemma.training.recipes import RECIPES
+
+RECIPE_HELP = "Named defaults (docs/results.md); options given explicitly override them. " + "; ".join(
+    f"{name}: {recipe.summary}" for name, recipe in RECIPES.items()
+)
 
 EPILOG = """\b
 Examples:
   # The report's recipe on 400 real reviews from a local IMDB copy, embedded model:
   kgemma-train --data ../shared/data/imdb --max-examples 400 --output runs/small
+  # A named recipe, with one of its settings overridden:
+  kgemma-train --recipe report --epochs 1 --data ../shared/data/imdb --max-examples 400 --output runs/r1
   # Killed? Continue at the last checkpoint:
   kgemma-train --data ../shared/data/imdb --max-examples 400 --output runs/small --resume
   # Full IMDB train split from tensorflow-datasets, Gemma 2B, wider LoRA:
@@ -28,6 +36,7 @@ Examples:
 @click.option("--data-dir", default=None, help="tensorflow-datasets data directory.")
 @click.option("--text-field", default="text", show_default=True, help="Text column of JSONL/CSV files.")
 @click.option("--label-field", default="label", show_default=True, help="Label column of JSONL/CSV files.")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default="report", show_default=True, help=RECIPE_HELP)
 @click.option("--max-examples", type=click.IntRange(min=2), default=None, help="Train on a stratified, seeded sample of this many rows (before the 90/10 split).")
 @click.option("--sequence-length", type=click.IntRange(min=2), default=256, show_default=True)
 @click.option("--truncation", type=click.Choice(["head", "tail", "head_tail"]), default="head", show_default=True)
@@ -61,7 +70,7 @@ Examples:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @distribution_options
 @user_errors_as_messages
-def main(preset, data_source, data_dir, text_field, label_field, output_dir, resume, save_keras, quiet, prefix_cache,
+def main(preset, data_source, data_dir, text_field, label_field, output_dir, resume, save_keras, quiet, prefix_cache, recipe,
          distribution, devices, model_parallel, multi_worker, **settings):  # fmt: skip
     """Fine-tune a Gemma sentiment classifier with LoRA on IMDB or a labelled file.
 
@@ -69,10 +78,13 @@ def main(preset, data_source, data_dir, text_field, label_field, output_dir, res
     query/value, AdamW 2e-4, 3 epochs, early stopping (patience 5), 90/10 split.
     """
     from kgemma.data import default_imdb_source
-    from kgemma.training import TrainingConfig
+    from kgemma.training import recipe_config
     from kgemma.training import run_training
 
-    config = TrainingConfig(**settings)
+    # The recipe supplies every setting not given on the command line.
+    context = click.get_current_context()
+    given = {name: value for name, value in settings.items() if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
+    config = recipe_config(recipe, **given)
     source = data_source or default_imdb_source()
     fields = file_fields(text_field, label_field)
     _, summary = run_training(

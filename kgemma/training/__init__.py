@@ -1,6 +1,8 @@
-"""Fine-tuning: the report's recipe as defaults, resumable, with history and summary."""
+"""Fine-tuning: the report's recipe as defaults, named recipes, resumable, with history and summary."""
 
 from kgemma.training.config import TrainingConfig
+from kgemma.training.recipes import RECIPES
+from kgemma.training.recipes import recipe_config
 from kgemma.training.run import load_training_data
 from kgemma.training.run import run_training
 from kgemma.training.trainer import fit
