@@ -41,10 +41,13 @@ def table_row(run_dir):
     overall, best = metrics["overall"], summary["best_validation"]
     low, high = overall["accuracy_ci95"]
     slices = " / ".join(f"{100 * metrics['slices'][name]['accuracy']:.1f}" for name in SLICES)
+    # The bar: no slice below the TF-IDF baseline on the same slice.
+    under = [f"{name} {100 * s['accuracy']:.1f} < {100 * s['baseline_accuracy']:.1f}" for name, s in metrics["slices"].items()
+             if s.get("baseline_accuracy") is not None and s["accuracy"] < s["baseline_accuracy"]]  # fmt: skip
     return (f"| {run_dir.name} | {summary['train_seconds'] / 60:.1f} min | {summary['reviews_trained']:,} | "
             f"{best['loss']:.3f} / {best['accuracy']:.1%} ({summary['data']['validation']:,}) | {overall['n']:,} | "
             f"{overall['accuracy']:.1%} [{low:.1%}, {high:.1%}] | {overall['roc_auc']:.3f} | {slices} | "
-            f"{metrics['baseline']['overall']['accuracy']:.1%} |")  # fmt: skip
+            f"{metrics['baseline']['overall']['accuracy']:.1%} | {', '.join(under) or 'none'} |")  # fmt: skip
 
 
 def main():
