@@ -150,3 +150,9 @@ def randomize_head(classifier, seed=0):
     kernel.assign(rng.normal(scale=1 / np.sqrt(kernel.shape[0]), size=kernel.shape))
     bias.assign(np.zeros(bias.shape))
     return classifier
+
+
+def to_numpy(x):
+    """A backend tensor as numpy, on every Keras backend (torch refuses np.asarray on
+    a tensor that requires grad), bfloat16 kept as ml_dtypes' bfloat16."""
+    return keras.ops.convert_to_numpy(x)

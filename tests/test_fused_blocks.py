@@ -11,6 +11,7 @@ import pytest
 from kgemma.model.fused_blocks import run_blocks
 from kgemma.model.fused_blocks import supports_fused
 from tests.conftest import randomize_head
+from tests.conftest import to_numpy
 
 TEXTS = [
     "A fine film.",
@@ -51,13 +52,13 @@ def test_fused_blocks_equal_keras_hub_blocks_in_float32(make_classifier, targets
     assert lengths.max() > 4 * clf.backbone.transformer_layers[0].attention.sliding_window_size
     x = clf.backbone.token_embedding(features["token_ids"]) * np.sqrt(clf.backbone.hidden_dim)
     blocks = clf.backbone.transformer_layers
-    fused = np.asarray(run_blocks(blocks, x, features["padding_mask"], fused=True))
-    plain = np.asarray(run_blocks(blocks, x, features["padding_mask"], fused=False))
+    fused = to_numpy(run_blocks(blocks, x, features["padding_mask"], fused=True))
+    plain = to_numpy(run_blocks(blocks, x, features["padding_mask"], fused=False))
     valid = features["padding_mask"].astype(bool)  # Padding positions are never read.
     assert np.abs(plain[valid]).max() > 1e-2
     np.testing.assert_allclose(fused[valid], plain[valid], rtol=1e-4, atol=1e-4)
     # And the whole classifier, scored as predict_proba scores it.
-    whole = np.asarray(keras.Model.predict_on_batch(clf, features))
+    whole = to_numpy(keras.Model.predict_on_batch(clf, features))
     np.testing.assert_allclose(clf.scoring_model().predict_on_batch(features), whole, atol=1e-5)
     np.testing.assert_allclose(clf.logits_for_features(features), whole, atol=1e-5)
 
@@ -68,10 +69,10 @@ def test_fused_blocks_round_only_as_bfloat16_does(make_classifier):
     half.set_weights(clf.backbone.get_weights())
     other = adapted(type(clf)(backbone=half, preprocessor=clf.preprocessor, lora_targets="all"))
     features = features_of(clf)
-    reference = np.asarray(keras.Model.predict_on_batch(other, features))
-    fused = np.asarray(other.scoring_model().predict_on_batch(features))
+    reference = to_numpy(keras.Model.predict_on_batch(other, features))
+    fused = to_numpy(other.scoring_model().predict_on_batch(features))
     # As far from keras-hub's bfloat16 blocks as those are from float32 (both round).
-    exact = np.asarray(keras.Model.predict_on_batch(clf, features))
+    exact = to_numpy(keras.Model.predict_on_batch(clf, features))
     assert np.abs(fused - reference).max() <= 2 * np.abs(reference - exact).max() + 1e-2
     assert (fused.argmax(axis=1) == reference.argmax(axis=1)).all()
 

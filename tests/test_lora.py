@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kgemma import LoRAAdapter
+from tests.conftest import to_numpy
 
 HEAD = 2 * 16 + (16 * 2 + 2)  # pooled LayerNorm + dense head of the tiny models
 # LoRA parameters of the tiny models at rank 8, counted by hand: per layer,
@@ -39,8 +40,8 @@ def test_lora_branch_equals_merged_kernel_update(equation, kernel_shape, input_s
     adapter.lora_b.assign(rng.normal(size=adapter.b_shape))
     x = rng.normal(size=input_shape).astype("float32")
     # Reference: the classic "W + (alpha / r) * A @ B" delta, built in the kernel's own axis order.
-    a = np.asarray(adapter.lora_a).reshape(-1, 2)
-    b = np.asarray(adapter.lora_b).reshape(2, -1)
+    a = to_numpy(adapter.lora_a).reshape(-1, 2)
+    b = to_numpy(adapter.lora_b).reshape(2, -1)
     x_axes, rest = equation.split(",")
     kernel_axes, out_axes = rest.split("->")
     in_axes = [c for c in kernel_axes if c in x_axes]
@@ -49,7 +50,7 @@ def test_lora_branch_equals_merged_kernel_update(equation, kernel_shape, input_s
     delta_axes = "".join(in_axes) + "".join(c for c in kernel_axes if c not in in_axes)
     delta = np.einsum(f"{delta_axes}->{kernel_axes}", delta) * (6.0 / 2)
     expected = np.einsum(equation, x, delta)
-    np.testing.assert_allclose(np.asarray(adapter(x)), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(adapter(x)), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("targets", ["query_value", "attention", "all"])
@@ -72,15 +73,15 @@ def test_rank_zero_trains_the_head_alone(make_classifier):
 def test_fresh_adapters_leave_the_backbone_output_unchanged(make_classifier, kind):
     clf = make_classifier(kind)
     x = clf.preprocessor(["A wonderful film.", "Dull and far too long."])
-    with_lora = np.asarray(clf.backbone(x))
+    with_lora = to_numpy(clf.backbone(x))
     for adapter in clf.lora_adapters:
         adapter.lora_b.assign(np.ones(adapter.b_shape))
-    changed = np.asarray(clf.backbone(x))
+    changed = to_numpy(clf.backbone(x))
     assert not np.allclose(with_lora, changed)
     for adapter in clf.lora_adapters:
         adapter.lora_b.assign(np.zeros(adapter.b_shape))
     # B = 0 gives back exactly the frozen model.
-    np.testing.assert_allclose(np.asarray(clf.backbone(x)), with_lora, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(clf.backbone(x)), with_lora, rtol=1e-6)
 
 
 def test_a_training_step_changes_only_lora_and_head_weights(make_classifier, kind):
@@ -124,13 +125,13 @@ def test_frozen_prefix_and_upper_stack_compute_the_classifier(make_classifier, k
     features = {k: np.asarray(v) for k, v in clf.preprocessor(["A fine film.", "Dull, long, and far too loud."]).items()}
     states = clf.frozen_prefix()(features)
     split = clf.upper_stack()({"hidden_states": states, "padding_mask": features["padding_mask"]})
-    whole = np.asarray(clf(features, training=False))
+    whole = to_numpy(clf(features, training=False))
     assert np.abs(whole).max() > 1e-3
-    np.testing.assert_allclose(np.asarray(split), whole, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(split), whole, atol=1e-5)
     assert [w.path for w in clf.upper_stack().trainable_weights] == [w.path for w in clf.trainable_weights]
     # A split below the first adapted block runs the frozen blocks above it in the upper stack.
     lower = clf.upper_stack(0)({"hidden_states": clf.frozen_prefix(0)(features), "padding_mask": features["padding_mask"]})
-    np.testing.assert_allclose(np.asarray(lower), whole, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(lower), whole, atol=1e-5)
     with pytest.raises(ValueError, match="split depth must be from 0 to 1"):
         clf.frozen_prefix(2)
 
@@ -164,4 +165,4 @@ def test_upper_stack_runs_in_the_backbone_dtype(make_classifier):
     assert upper.compute_dtype == "bfloat16"
     split = upper({"hidden_states": states, "padding_mask": features["padding_mask"]})
     whole = clf.scoring_model()(features)
-    np.testing.assert_array_equal(np.asarray(split), np.asarray(whole))
+    np.testing.assert_array_equal(to_numpy(split), to_numpy(whole))

@@ -3,6 +3,7 @@ import pytest
 
 from kgemma import SequencePooling
 from tests.conftest import randomize_head
+from tests.conftest import to_numpy
 
 
 def numpy_pool(states, mask, mode):
@@ -21,14 +22,14 @@ def test_pooling_matches_numpy_reference_with_padding(mode):
     mask = np.array([[1] * n + [0] * (7 - n) for n in lengths])
     # Padding positions hold garbage that must not leak into the result.
     states[mask == 0] = 1e6
-    pooled = np.asarray(SequencePooling(mode)(states, mask))
+    pooled = to_numpy(SequencePooling(mode)(states, mask))
     np.testing.assert_allclose(pooled, numpy_pool(states, mask, mode), rtol=1e-6)
 
 
 def test_last_pooling_handles_left_padding():
     states = np.arange(2 * 4 * 3, dtype="float32").reshape(2, 4, 3)
     mask = np.array([[0, 0, 1, 1], [0, 1, 1, 1]])
-    pooled = np.asarray(SequencePooling("last")(states, mask))
+    pooled = to_numpy(SequencePooling("last")(states, mask))
     np.testing.assert_array_equal(pooled, states[:, -1])
 
 
@@ -48,6 +49,6 @@ def test_review_scores_the_same_alone_and_in_a_padded_batch(make_classifier, kin
     np.testing.assert_allclose(alone, in_batch, atol=1e-5)
     # And through the model on full fixed-length padding.
     x = clf.preprocessor(batch)
-    logits_batch = np.asarray(clf(x, training=False))[0]
+    logits_batch = to_numpy(clf(x, training=False))[0]
     logits_alone = np.asarray(clf(clf.preprocessor([review]), training=False))[0]
     np.testing.assert_allclose(logits_alone, logits_batch, atol=1e-5)
