@@ -216,3 +216,14 @@ def test_a_recipe_fills_what_the_command_line_does_not_give(tiny_preset, data_fi
     config = json.loads((out / "run.json").read_text())["config"]
     assert (config["epochs"], config["max_examples"], config["learning_rate"]) == (1, 40, 1e-2)
     assert config["lora_rank"] == TrainingConfig().lora_rank
+
+
+def test_training_refuses_a_model_that_would_leave_lora_untrained(make_classifier):
+    from kgemma.training.trainer import training_model
+
+    clf = make_classifier(lora_layers=1)
+    assert training_model(clf, TrainingConfig(lora_layers=1), 10)[1]
+    clf.lora_adapters[0].trainable = False  # As Keras's torch backend leaves them today.
+    for cache in (True, False):
+        with pytest.raises(RuntimeError, match="LoRA weights .* not among the model's trainable weights"):
+            training_model(clf, TrainingConfig(lora_layers=1, cache_prefix=cache), 10)

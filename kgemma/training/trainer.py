@@ -132,10 +132,24 @@ def training_model(classifier, config, total_steps, distribution=None, depth=Non
     with (distribution or SingleDevice()).scope():
         classifier.compile(optimizer=make_optimizer(config, total_steps), jit_compile=jit_compile)
         if not use_cache:
-            return classifier, False
+            return _check_adapters_train(classifier, classifier), False
         upper = classifier.upper_stack(depth)
         _compile_upper(upper, classifier, jit_compile)
-    return upper, True
+    return _check_adapters_train(upper, classifier), True
+
+
+def _check_adapters_train(model, classifier):
+    """Refuse a model whose trainable weights leave out a LoRA weight: it would
+    train the head alone and say nothing (Keras's torch backend does this today)."""
+    trainable = {id(w) for w in model.trainable_weights}
+    missing = [w.path for adapter in classifier.lora_adapters for w in adapter.weights if id(w) not in trainable]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} LoRA weights (first: {missing[0]}) are not among the model's trainable weights on "
+            f"Keras's {keras.backend.backend()} backend, so training would move the head alone. kgemma trains on "
+            "the tensorflow and jax backends."
+        )
+    return model
 
 
 def _compile_upper(upper, classifier, jit_compile):
