@@ -54,6 +54,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--highlight", default="cpu", help="Folder-name prefix of the recipe's runs.")
+    parser.add_argument("--label", default=None, help="Legend for the highlighted runs (default: --recipe HIGHLIGHT).")
     parser.add_argument("--output", default="time_to_accuracy.png")
     args = parser.parse_args()
 
@@ -69,7 +70,7 @@ def main():
             recipe.append((minutes, 100 * accuracy))
         print(table_row(run_dir))
     if recipe:
-        ax.plot(*zip(*sorted(recipe)), "-", color="tab:blue", label=f"--recipe {args.highlight}")
+        ax.plot(*zip(*sorted(recipe)), "-", color="tab:blue", label=args.label or f"--recipe {args.highlight}")
     for target, minutes in ((90, 10), (94, 60)):
         ax.plot([minutes, minutes, 0], [80, target, target], ":", color="tab:red", lw=1)
     ax.set_xlabel("training minutes (2 CPU cores)")
