@@ -140,6 +140,12 @@ def review_rows():
     return rows
 
 
+@pytest.fixture
+def data_file(tmp_path, review_rows):
+    """The review rows as a labelled JSONL file."""
+    return write_jsonl(tmp_path / "reviews.jsonl", review_rows)
+
+
 def randomize_head(classifier, seed=0):
     """Give the (zero-initialized) head random weights, so outputs depend on the input."""
     import numpy as np

@@ -9,7 +9,6 @@ from kgemma.training.prefix_cache import PrefixStates
 from kgemma.training.prefix_cache import cache_key
 from tests.test_training import adapter_arrays
 from tests.test_training import cli_args
-from tests.test_training import data_file  # noqa: F401 (fixture)
 
 COMMON = ["--epochs", "1", "--max-examples", "60", "--lora-layers", "1", "--no-save-keras", "--no-jit-compile",
           "--dropout", "0", "--lora-dropout", "0"]  # fmt: skip
@@ -40,7 +39,7 @@ def test_cache_key_follows_depth_and_token_ids(make_classifier):
     assert key != cache_key(clf, other, 1, True)
 
 
-def test_a_second_run_maps_the_cached_prefix_and_trains_the_same(tiny_preset, data_file, tmp_path, monkeypatch, caplog):  # noqa: F811
+def test_a_second_run_maps_the_cached_prefix_and_trains_the_same(tiny_preset, data_file, tmp_path, monkeypatch, caplog):
     cache = tmp_path / "cache"
     plain = train(tiny_preset, data_file, tmp_path / "plain")
     first = train(tiny_preset, data_file, tmp_path / "first", "--prefix-cache", str(cache))

@@ -15,7 +15,6 @@ from kgemma.model.batching import WIDTH_STEP
 from kgemma.training.batches import epoch_batches
 from kgemma.training.trainer import read_progress
 from tests.conftest import randomize_head
-from tests.conftest import write_jsonl
 
 
 def test_config_defaults_are_the_reports_recipe():
@@ -50,11 +49,6 @@ def test_scores_do_not_depend_on_batch_padding(make_classifier):
     wide = np.asarray(clf(features, training=False))
     assert np.abs(wide).max() > 1e-3
     np.testing.assert_allclose(narrow, wide, atol=1e-5)
-
-
-@pytest.fixture
-def data_file(tmp_path, review_rows):
-    return write_jsonl(tmp_path / "reviews.jsonl", review_rows)
 
 
 def cli_args(preset, data, output, *extra):

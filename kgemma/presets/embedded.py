@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from kgemma.files import folder_checksums
+from kgemma.files import read_json
 from kgemma.files import sha256_of_file
 from kgemma.presets.gguf_conversion import convert_gguf
 
@@ -65,8 +66,8 @@ def read_source_info(preset_dir):
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return read_json(path)
+    except ValueError:
         return None
 
 
