@@ -17,12 +17,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
 	touch $@
 
-# The whole suite on TensorFlow, then the core model tests (tiny backbones) on JAX, through KERAS_BACKEND.
+# The whole suite on TensorFlow, then the core model tests (tiny backbones) on JAX and torch, through KERAS_BACKEND.
 CORE_TESTS := tests/test_lora.py tests/test_fused_blocks.py tests/test_pooling.py
 
 test: setup
 	$(BIN)/python -m pytest -q
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(CORE_TESTS)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q $(CORE_TESTS)
 
 # The main job: fine-tune the embedded Gemma 3 270M on a small real IMDB sample, then evaluate it.
 demo: setup

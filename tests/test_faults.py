@@ -195,6 +195,39 @@ def test_a_run_killed_before_its_first_checkpoint_can_be_resumed(tiny_preset, re
     assert (out / "adapter.npz").is_file() and (out / "checkpoint.npz").is_file()
 
 
+@pytest.mark.parametrize("killed_at", [5, 10])  # Mid-epoch; at the end of the first epoch.
+def test_a_run_killed_between_history_and_checkpoint_resumes_with_a_whole_history(
+    tiny_preset, review_rows, tmp_path, monkeypatch, killed_at
+):
+    import kgemma.training.trainer as trainer
+
+    data = write_jsonl(tmp_path / "train.jsonl", review_rows)
+    out = tmp_path / "run"
+    args = train_args(tiny_preset, data, out, "--epochs", "2", "--checkpoint-every", "1")
+    writes, save_state, save_history = [], trainer.save_state, History.save
+
+    def killable(write):
+        def wrapped(*a, **k):
+            writes.append(write)
+            # Each checkpoint writes history and state; die before the second write of one
+            # (9 steps an epoch: checkpoint 10 is the first epoch's end).
+            if len(writes) == 2 * killed_at:
+                raise KeyboardInterrupt("killed")
+            return write(*a, **k)
+
+        return wrapped
+
+    monkeypatch.setattr(trainer, "save_state", killable(save_state))
+    monkeypatch.setattr(History, "save", killable(save_history))
+    assert CliRunner().invoke(train_main, args).exit_code != 0
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(train_main, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    history = json.loads((out / "history.json").read_text())
+    assert [s["global_step"] for s in history["steps"]] == list(range(1, 19))
+    assert [e["epoch"] for e in history["epochs"]] == [0, 1]
+
+
 def test_outputs_are_written_atomically_with_ordinary_modes(tiny_preset, review_rows, tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", review_rows)
     out = tmp_path / "run"

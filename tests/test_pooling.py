@@ -50,5 +50,5 @@ def test_review_scores_the_same_alone_and_in_a_padded_batch(make_classifier, kin
     # And through the model on full fixed-length padding.
     x = clf.preprocessor(batch)
     logits_batch = to_numpy(clf(x, training=False))[0]
-    logits_alone = np.asarray(clf(clf.preprocessor([review]), training=False))[0]
+    logits_alone = to_numpy(clf(clf.preprocessor([review]), training=False))[0]
     np.testing.assert_allclose(logits_alone, logits_batch, atol=1e-5)

@@ -217,7 +217,7 @@ def test_training_refuses_a_model_that_would_leave_lora_untrained(make_classifie
 
     clf = make_classifier(lora_layers=1)
     assert training_model(clf, TrainingConfig(lora_layers=1), 10)[1]
-    clf.lora_adapters[0].trainable = False  # As Keras's torch backend leaves them today.
+    clf.lora_adapters[0].trainable = False  # As Keras's torch backend once left them.
     for cache in (True, False):
         with pytest.raises(RuntimeError, match="LoRA weights .* not among the model's trainable weights"):
             training_model(clf, TrainingConfig(lora_layers=1, cache_prefix=cache), 10)

@@ -114,9 +114,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         self.backbone = backbone
         self.preprocessor = preprocessor
         backbone.trainable = False
-        self.lora_adapters = (
-            attach_lora(backbone, lora_rank, lora_alpha, lora_dropout, lora_targets, lora_layers) if lora_rank else []
-        )
+        # Attached before the functional graph is built, so that the graph runs through them.
+        adapters = attach_lora(backbone, lora_rank, lora_alpha, lora_dropout, lora_targets, lora_layers) if lora_rank else []
         self.pooler = SequencePooling(pooling, name="pooling")
         self.head_layers = []
         if normalize_pooled:
@@ -137,6 +136,11 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             pooled = layer(pooled)
         outputs = self.output_dense(self.output_dropout(pooled))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        # Tracked only now: on the torch backend keras-hub's Task skips Keras's attribute
+        # tracking until it is initialized, and the adapters are not in the functional graph,
+        # so set earlier they would be missing from `trainable_weights` (training would move
+        # the head alone).
+        self.lora_adapters = adapters
 
         # === Config ===
         self.num_classes = num_classes

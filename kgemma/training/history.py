@@ -20,14 +20,17 @@ class History:
         self.epochs = list(epochs or [])
 
     @classmethod
-    def load(cls, run_dir, up_to_step=None):
-        """The history saved in `run_dir`, trimmed to `up_to_step` (the last checkpoint)."""
+    def load(cls, run_dir, up_to_step=None, epochs_done=None):
+        """The history saved in `run_dir`, trimmed to the last checkpoint: its
+        `up_to_step` steps and `epochs_done` finished epochs (the history is written
+        just before the checkpoint, so it can be a step or an epoch ahead)."""
         path = Path(run_dir) / "history.json"
         if not path.is_file():
             return cls()
         data = read_json(path)
         steps = [s for s in data["steps"] if up_to_step is None or s["global_step"] <= up_to_step]
-        return cls(steps, data["epochs"])
+        epochs = [e for e in data["epochs"] if epochs_done is None or e["epoch"] < epochs_done]
+        return cls(steps, epochs)
 
     def epoch_steps(self, epoch):
         return [s for s in self.steps if s["epoch"] == epoch]

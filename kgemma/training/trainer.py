@@ -140,14 +140,14 @@ def training_model(classifier, config, total_steps, distribution=None, depth=Non
 
 def _check_adapters_train(model, classifier):
     """Refuse a model whose trainable weights leave out a LoRA weight: it would
-    train the head alone and say nothing (Keras's torch backend does this today)."""
+    train the head alone and say nothing (as kgemma did on Keras's torch backend
+    before its adapters were tracked after the functional model's init)."""
     trainable = {id(w) for w in model.trainable_weights}
     missing = [w.path for adapter in classifier.lora_adapters for w in adapter.weights if id(w) not in trainable]
     if missing:
         raise RuntimeError(
             f"{len(missing)} LoRA weights (first: {missing[0]}) are not among the model's trainable weights on "
-            f"Keras's {keras.backend.backend()} backend, so training would move the head alone. kgemma trains on "
-            "the tensorflow and jax backends."
+            f"Keras's {keras.backend.backend()} backend, so training would move the head alone."
         )
     return model
 
@@ -228,7 +228,7 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
     progress, best_weights, history = _fresh_progress(), None, History()
     if resume:
         progress, best_weights = load_state(run_dir / CHECKPOINT, model)
-        history = History.load(run_dir, up_to_step=progress["global_step"])
+        history = History.load(run_dir, up_to_step=progress["global_step"], epochs_done=progress["epoch"])
         if verbose:
             print(f"Resuming at epoch {progress['epoch'] + 1}, step {progress['step']} of {steps_per_epoch}.")
 
@@ -237,8 +237,11 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
         progress["train_seconds"] += prefix_seconds
 
     def checkpoint():
-        save_state(run_dir / CHECKPOINT, model, progress, best_weights)
+        # History first: a run killed between the two writes resumes from the older
+        # checkpoint and drops the newer history steps (`up_to_step`); the other order
+        # would resume past a step the history never recorded.
         history.save(run_dir)
+        save_state(run_dir / CHECKPOINT, model, progress, best_weights)
 
     while not progress["finished"] and progress["epoch"] < config.epochs:
         epoch = progress["epoch"]
