@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from kgemma.cli.common import DTYPE_CHOICES
 from kgemma.cli.common import distribution_options
 from kgemma.cli.common import file_fields
 from kgemma.cli.common import make_distribution
@@ -124,7 +125,7 @@ def progress_printer(label):
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A saved .keras model.")
 @click.option("--adapter", "adapter_path", type=click.Path(exists=True, dir_okay=False), help="An adapter .npz from kgemma-train or save_adapter().")
 @click.option("--preset", default=None, help="Base model for --adapter (default: the one recorded in the adapter).")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default=None, help="Backbone dtype for --adapter (default: the one it was trained in); bfloat16 is faster on CPUs with AMX or AVX512-BF16.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default=None, help="Backbone dtype for --adapter (default: the one it was trained in); bfloat16 is faster on CPUs with AMX or AVX512-BF16.")
 @click.option("--data", "data_source", default=None, help="'tfds', an aclImdb folder, a folder with test.jsonl.gz, or any labelled .jsonl/.csv/.tsv file. Default: $KGEMMA_IMDB_DIR, else tfds.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="IMDB split (ignored for a single file).")
 @click.option("--data-dir", default=None, help="tensorflow-datasets data directory.")

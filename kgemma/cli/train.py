@@ -8,8 +8,17 @@ from click.core import ParameterSource
 from kgemma.cli.common import distribution_options
 from kgemma.cli.common import file_fields
 from kgemma.cli.common import make_distribution
+from kgemma.cli.common import DTYPE_CHOICES
 from kgemma.cli.common import user_errors_as_messages
+from kgemma.model.lora import LORA_TARGETS
+from kgemma.model.pooling import POOLING_MODES
+from kgemma.model.truncation import TRUNCATIONS
+from kgemma.training.config import SCHEDULES
+from kgemma.training.config import TrainingConfig
 from kgemma.training.recipes import RECIPES
+
+# Every default below is the library's own (TrainingConfig), never a second copy.
+DEFAULTS = TrainingConfig()
 
 RECIPE_HELP = "Named defaults (docs/results.md); options given explicitly override them. " + "; ".join(
     f"{name}: {recipe.summary}" for name, recipe in RECIPES.items()
@@ -38,30 +47,30 @@ Examples:
 @click.option("--label-field", default="label", show_default=True, help="Label column of JSONL/CSV files.")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default="report", show_default=True, help=RECIPE_HELP)
 @click.option("--max-examples", type=click.IntRange(min=2), default=None, help="Train on a stratified, seeded sample of this many rows (before the 90/10 split).")
-@click.option("--sequence-length", type=click.IntRange(min=2), default=256, show_default=True)
-@click.option("--truncation", type=click.Choice(["head", "tail", "head_tail"]), default="head", show_default=True)
-@click.option("--pooling", type=click.Choice(["mean", "last"]), default="mean", show_default=True)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True, help="Dropout before the classification head.")
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
-@click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--grad-accum", "gradient_accumulation_steps", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--patience", "early_stopping_patience", type=click.IntRange(min=1), default=5, show_default=True, help="Early-stopping patience in epochs (validation loss).")
-@click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
-@click.option("--lora-rank", type=click.IntRange(min=0), default=8, show_default=True, help="0 trains the head alone.")
-@click.option("--lora-alpha", type=float, default=16.0, show_default=True)
-@click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--lora-targets", type=click.Choice(["query_value", "attention", "all"]), default="query_value", show_default=True)
+@click.option("--sequence-length", type=click.IntRange(min=2), default=DEFAULTS.sequence_length, show_default=True)
+@click.option("--truncation", type=click.Choice(TRUNCATIONS), default=DEFAULTS.truncation, show_default=True)
+@click.option("--pooling", type=click.Choice(POOLING_MODES), default=DEFAULTS.pooling, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.dropout, show_default=True, help="Dropout before the classification head.")
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.learning_rate, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS.weight_decay, show_default=True)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=DEFAULTS.schedule, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=DEFAULTS.warmup_steps, show_default=True)
+@click.option("--grad-accum", "gradient_accumulation_steps", type=click.IntRange(min=1), default=DEFAULTS.gradient_accumulation_steps, show_default=True)
+@click.option("--patience", "early_stopping_patience", type=click.IntRange(min=1), default=DEFAULTS.early_stopping_patience, show_default=True, help="Early-stopping patience in epochs (validation loss).")
+@click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULTS.validation_fraction, show_default=True)
+@click.option("--lora-rank", type=click.IntRange(min=0), default=DEFAULTS.lora_rank, show_default=True, help="0 trains the head alone.")
+@click.option("--lora-alpha", type=float, default=DEFAULTS.lora_alpha, show_default=True)
+@click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.lora_dropout, show_default=True)
+@click.option("--lora-targets", type=click.Choice(list(LORA_TARGETS)), default=DEFAULTS.lora_targets, show_default=True)
 @click.option("--lora-layers", type=click.IntRange(min=1), default=None, help="Adapt only the top N decoder blocks (default: all). The blocks below run forward-only.")
-@click.option("--cache-prefix/--no-cache-prefix", default=True, show_default=True, help="With --lora-layers: compute the frozen lower blocks once per review and reuse them every epoch.")
+@click.option("--cache-prefix/--no-cache-prefix", default=DEFAULTS.cache_prefix, show_default=True, help="With --lora-layers: compute the frozen lower blocks once per review and reuse them every epoch.")
 @click.option("--prefix-cache", type=click.Path(file_okay=False), default=None, help="Keep the cached prefix's states in this folder (memory-mapped) and reuse them in later runs over the same reviews, base model, dtype and depth. Training times still count the prefix pass.")
 @click.option("--jit-compile/--no-jit-compile", default=None, help="Compile train and predict steps with XLA (default: Keras decides; no XLA on a CPU).")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default=None, help="Backbone dtype (default float32). bfloat16 is about 1.8x faster on CPUs with AMX; LoRA and head stay float32.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=25, show_default=True, help="Steps between resumable checkpoints.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default=DEFAULTS.dtype, help="Backbone dtype (default float32). bfloat16 is about 1.8x faster on CPUs with AMX; LoRA and head stay float32.")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=DEFAULTS.checkpoint_every, show_default=True, help="Steps between resumable checkpoints.")
 @click.option("--drop-overlap", is_flag=True, help="Drop training rows whose text also occurs in the test split.")
 @click.option("--price-per-hour", type=click.FloatRange(min=0), default=None, help="Machine price, for the summary's cost estimate.")
 @click.option("--save-keras/--no-save-keras", default=True, show_default=True, help="Also save the full model as model.keras (about 1 GB for the 270M model).")
