@@ -19,9 +19,8 @@ from kgemma import GemmaSentimentClassifier  # noqa: E402
 from kgemma.data import load_imdb  # noqa: E402
 from kgemma.data import stratified_sample  # noqa: E402
 from kgemma.data import train_validation_split  # noqa: E402
-from kgemma.evaluation import evaluate_predictions  # noqa: E402
-from kgemma.evaluation import fit_tfidf_baseline  # noqa: E402
-from kgemma.evaluation import write_report  # noqa: E402
+from kgemma.evaluation import classifier_scorer  # noqa: E402
+from kgemma.evaluation import run_evaluation  # noqa: E402
 from kgemma.training import TrainingConfig  # noqa: E402
 from kgemma.training import fit  # noqa: E402
 
@@ -61,18 +60,18 @@ def main():
     history, _ = fit(classifier, train, validation, config, args.output, resume=False)
     classifier.save_adapter(os.path.join(args.output, "adapter.npz"))
 
-    # 5. Evaluate on the test sample next to a TF-IDF baseline trained on the same rows.
-    features = classifier.preprocessor(test.texts)
-    logits = classifier.logits_for_features(features, batch_size=config.batch_size)
-    baseline = fit_tfidf_baseline(train.texts, train.labels).predict_proba(test.texts)
-    metrics = evaluate_predictions(
+    # 5. Evaluate on the test sample next to a TF-IDF baseline trained on the same rows: the
+    #    report kgemma-eval writes (metrics with intervals, calibration, slices), one call.
+    metrics = run_evaluation(
         test,
-        logits,
-        n_tokens=classifier.preprocessor.token_counts(test.texts),
-        sequence_length=config.sequence_length,
-        baseline_probabilities=baseline,
+        classifier_scorer(classifier, batch_size=config.batch_size),
+        os.path.join(args.output, "eval"),
+        model_info={"adapter": os.path.join(args.output, "adapter.npz"), "settings": classifier.rebuild_config()},
+        fingerprint=classifier.fingerprint(),
+        train=train,
+        history={"epochs": history.epochs},
+        seed=config.seed,
     )
-    write_report(metrics, os.path.join(args.output, "eval"), history={"epochs": history.epochs})
     low, high = metrics["overall"]["accuracy_ci95"]
     print(f"test accuracy {metrics['overall']['accuracy']:.1%} (95% CI {low:.1%} to {high:.1%})")
     print(f"TF-IDF baseline {metrics['baseline']['overall']['accuracy']:.1%}")

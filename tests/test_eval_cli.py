@@ -132,3 +132,23 @@ def test_eval_distribution_options_say_what_they_need(tiny_run, tmp_path):
     assert data.exit_code == 2 and "--shard I/N" in data.output
     model = CliRunner().invoke(eval_main, [*common, "--distribution", "model"])
     assert model.exit_code == 1 and "needs the JAX backend" in model.output
+
+
+def test_run_evaluation_gives_the_cli_report_in_one_call(tiny_run, tmp_path):
+    from kgemma import GemmaSentimentClassifier
+    from kgemma.data import load_imdb
+    from kgemma.evaluation import classifier_scorer
+    from kgemma.evaluation import run_evaluation
+
+    run, test = tiny_run
+    cli = CliRunner().invoke(eval_main, ["--adapter", str(run / "adapter.npz"), "--data", str(test), "--output", str(tmp_path / "cli"), "--no-baseline", "--format", "json"])  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    clf = GemmaSentimentClassifier.from_adapter(run / "adapter.npz")
+    metrics = run_evaluation(
+        load_imdb("test", str(test)), classifier_scorer(clf), tmp_path / "python",
+        model_info={"settings": clf.rebuild_config()}, formats=("json",),
+    )  # fmt: skip
+    assert metrics["overall"]["n"] == 80
+    expected, got = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("cli", "python"))
+    for part in ("overall", "calibration", "slices", "mistakes"):
+        assert got[part] == expected[part], part

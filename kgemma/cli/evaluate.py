@@ -61,15 +61,6 @@ def run_info(model_path, adapter_path):
     )
 
 
-def make_scorer(classifier, batch_size):
-    def score(texts):
-        features = classifier.preprocessor(texts)
-        logits = classifier.logits_for_features(features, batch_size=batch_size)
-        return logits, classifier.preprocessor.token_counts(texts)
-
-    return score
-
-
 def training_rows(run, source, data_dir, fields, seed, calibration_examples):
     """Rows for the baseline and for temperature fitting: the run's own training and
     validation rows when the run folder is known, else a split of the source's train split."""
@@ -155,15 +146,11 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
     from kgemma.data import load_imdb
     from kgemma.data import stratified_sample
     from kgemma.evaluation import BUILTIN_SLICES
-    from kgemma.evaluation import contrast_metrics
+    from kgemma.evaluation import classifier_scorer
     from kgemma.evaluation import custom_slice
-    from kgemma.evaluation import evaluate_predictions
-    from kgemma.evaluation import fit_temperature
-    from kgemma.evaluation import fit_tfidf_baseline
     from kgemma.evaluation import merge_shards
     from kgemma.evaluation import read_contrast
-    from kgemma.evaluation import stream_predictions
-    from kgemma.evaluation import write_report
+    from kgemma.evaluation import run_evaluation
     from kgemma.evaluation.report import slice_table
     from kgemma.evaluation.report import summary_rows
 
@@ -182,11 +169,13 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
     contrast_sets += [(Path(p).name, read_contrast([p])) for p in contrast_pairs]
 
     out = Path(output_dir)
+    score = fingerprint = predictions = None
     if merge:
         if model_path or adapter_path or temperature_scaling or contrast_sets:
             raise click.UsageError("--merge combines shards' predictions: pass no --model, --adapter, --temperature-scaling or --contrast.")
         logits, n_tokens, info = merge_shards(merge, reviews)
         model_path, adapter_path, settings = info["model"], info["adapter"], info["settings"]
+        predictions = (logits, n_tokens)
     else:
         if distribution == "data":
             raise click.UsageError("Evaluation scales out by --shard I/N (one worker per device or host); --distribution model splits a model too big for one device.")
@@ -197,46 +186,32 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
             classifier = load_classifier(model_path, adapter_path, preset, dtype)
         settings = classifier.rebuild_config()
         fingerprint = classifier.fingerprint()
-        score = make_scorer(classifier, batch_size)
+        score = classifier_scorer(classifier, batch_size)
         if shard:
             return score_shard(shard, reviews, score, out, model_path, adapter_path, settings, fingerprint)
-        logits, n_tokens = stream_predictions(out / "predictions.jsonl", reviews, score, on_progress=progress_printer("Scoring"), model=fingerprint)
 
     run, history = run_info(model_path, adapter_path)
-    needs_train_rows = baseline or temperature_scaling
-    train, validation = training_rows(run, source, data_dir, fields, seed, calibration_examples) if needs_train_rows else (None, None)
-    # The model's own temperature (saved with it), as predict_proba applies it, unless refitted here.
-    temperature = settings.get("temperature", 1.0)
-    if temperature_scaling:
-        if validation is None:
-            raise click.UsageError("--temperature-scaling needs validation rows: use an IMDB source or the model's run folder.")
-        val_logits, _ = stream_predictions(out / "validation_predictions.jsonl", validation, score, on_progress=progress_printer("Validation"), model=fingerprint)
-        temperature = fit_temperature(val_logits, validation.labels)
-    baseline_probabilities = None
-    if baseline and train is not None:
-        baseline_model = fit_tfidf_baseline(train.texts, train.labels, seed=seed)
-        baseline_probabilities = baseline_model.predict_proba(reviews.texts)
-    contrast = []
-    for name, (original, edited) in contrast_sets:
-        o_pred = score(original.texts)[0].argmax(axis=1)
-        e_pred = score(edited.texts)[0].argmax(axis=1)
-        contrast.append((name, contrast_metrics(original.labels, o_pred, edited.labels, e_pred)))
-
-    metrics = evaluate_predictions(
+    train, validation = training_rows(run, source, data_dir, fields, seed, calibration_examples) if (baseline or temperature_scaling) else (None, None)
+    if temperature_scaling and validation is None:
+        raise click.UsageError("--temperature-scaling needs validation rows: use an IMDB source or the model's run folder.")
+    metrics = run_evaluation(
         reviews,
-        logits,
-        n_tokens=n_tokens,
-        sequence_length=settings.get("sequence_length"),
+        score,
+        out,
+        model_info={"model": model_path, "adapter": adapter_path, "settings": settings},
+        fingerprint=fingerprint,
+        predictions=predictions,
+        train=train if baseline else None,
+        validation=validation,
+        temperature_scaling=temperature_scaling,
         slices=slices,
-        temperature=None if temperature == 1.0 else temperature,
-        baseline_probabilities=baseline_probabilities,
-        contrast=contrast,
+        contrast_sets=contrast_sets,
+        formats=formats,
+        history=history,
+        title=f"kgemma evaluation: {Path(model_path or adapter_path).name}",
         seed=seed,
+        on_progress=progress_printer("Scoring"),
     )
-    metrics["model"] = {"model": model_path, "adapter": adapter_path, "settings": settings}
-    if "baseline" in metrics:
-        metrics["baseline"]["train_rows"] = len(train)
-    write_report(metrics, out, formats=formats, history=history, title=f"kgemma evaluation: {Path(model_path or adapter_path).name}")
 
     width = max(len(label) for label, _ in summary_rows(metrics))
     for label, value in summary_rows(metrics):

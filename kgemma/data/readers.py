@@ -2,7 +2,6 @@
 
 import csv
 import gzip
-import io
 import json
 import re
 from pathlib import Path
