@@ -84,3 +84,34 @@ def test_scoring_models_are_reused_and_not_saved(make_classifier, tmp_path):
     clf.save(tmp_path / "model.keras")
     restored = keras.saving.load_model(tmp_path / "model.keras")
     assert [w.path for w in restored.weights] == [w.path for w in clf.weights]
+
+
+ON_TORCH = keras.backend.backend() == "torch"
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="int8 matmuls run on Keras's torch backend")
+def test_int8_prefix_stays_close_to_float_and_follows_new_weights(make_classifier):
+    clf = adapted(make_classifier("gemma3", lora_layers=1))
+    features = features_of(clf)
+
+    def relative_error():
+        exact = to_numpy(clf.frozen_prefix().predict_on_batch(features))
+        int8 = to_numpy(clf.frozen_prefix(int8=True).predict_on_batch(features))
+        mask = features["padding_mask"].astype(bool)
+        return np.linalg.norm((int8 - exact)[mask]) / np.linalg.norm(exact[mask])
+
+    assert 0 < relative_error() < 0.03
+    # New weights are quantized again, not served from the old int8 copy.
+    block = clf.backbone.transformer_layers[0]
+    block.gating_ffw.kernel.assign(3.0 * to_numpy(block.gating_ffw.kernel))
+    assert 0 < relative_error() < 0.03
+    # Scoring through int8 blocks, LoRA branches and head in float.
+    whole = to_numpy(clf.scoring_model().predict_on_batch(features))
+    int8 = to_numpy(clf.scoring_model(int8=True).predict_on_batch(features))
+    assert 0 < np.abs(int8 - whole).max() < 0.05 * np.abs(whole).max()
+
+
+@pytest.mark.skipif(ON_TORCH, reason="on torch, int8 runs")
+def test_int8_is_refused_off_the_torch_backend(make_classifier):
+    with pytest.raises(ValueError, match="int8 matmuls need Keras's torch backend"):
+        make_classifier("gemma3").frozen_prefix(depth=0, int8=True)

@@ -132,9 +132,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         inputs = backbone.input
         sequence = backbone(inputs)
         pooled = self.pooler(sequence, inputs["padding_mask"])
-        for layer in self.head_layers[:-1]:
-            pooled = layer(pooled)
-        outputs = self.output_dense(self.output_dropout(pooled))
+        outputs = self.head(pooled)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         # Tracked only now: on the torch backend keras-hub's Task skips Keras's attribute
         # tracking until it is initialized, and the adapters are not in the functional graph,
@@ -155,6 +153,15 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         self.activation = keras.activations.get(activation)
         self.temperature = float(temperature)
         self.base_preset = base_preset
+
+    def head(self, pooled, training=None):
+        """The classification head on pooled states: the normalization (if any),
+        dropout and the logits layer. The one definition of it: the functional graph
+        and the cached-prefix `UpperStack` both call it."""
+        for layer in self.head_layers:
+            if layer is not self.output_dense:
+                pooled = layer(pooled)
+        return self.output_dense(self.output_dropout(pooled, training=training))
 
     # --- Construction -------------------------------------------------------------
 
@@ -249,11 +256,12 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             return self.backbone.num_layers
         return first_adapted_block(self.backbone.num_layers, self.lora_layers)
 
-    def frozen_prefix(self, depth=None, fused=None):
+    def frozen_prefix(self, depth=None, fused=None, int8=False):
         """A `FrozenPrefix` model: token inputs to the states entering block `depth`
         (default: the first adapted block). Its output for a review is fixed while
-        training. `fused=False` runs keras-hub's blocks instead of the fused ones."""
-        return FrozenPrefix(self.backbone, self._split_depth(depth), fused=fused, name="frozen_prefix")
+        training. `fused=False` runs keras-hub's blocks instead of the fused ones;
+        `int8=True` runs their projections as int8 matmuls (torch backend)."""
+        return FrozenPrefix(self.backbone, self._split_depth(depth), fused=fused, int8=int8, name="frozen_prefix")
 
     def upper_stack(self, depth=None, fused=None):
         """An `UpperStack` model: the states entering block `depth` (default: the
@@ -306,16 +314,17 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         check_finite(logits)
         return logits
 
-    def scoring_model(self, fused=None):
+    def scoring_model(self, fused=None, int8=False):
         """A `ClassifierForward` sharing this classifier's weights, compiled as this
         classifier is (XLA or not). Built once and reused, so its predict step is
-        traced once, not on every call."""
+        traced once, not on every call. `int8=True` runs the backbone's projections
+        as int8 matmuls (`kgemma.model.int8`, torch backend)."""
         # Not a tracked attribute: scoring models are views, not part of what is saved.
         if not hasattr(self, "_kgemma_scoring"):
             object.__setattr__(self, "_kgemma_scoring", {})
-        key = (fused, self.jit_compile)
+        key = (fused, int8, self.jit_compile)
         if key not in self._kgemma_scoring:
-            model = ClassifierForward(self, fused=fused, name="scoring")
+            model = ClassifierForward(self, fused=fused, int8=int8, name="scoring")
             model.jit_compile = self.jit_compile
             self._kgemma_scoring[key] = model
         return self._kgemma_scoring[key]

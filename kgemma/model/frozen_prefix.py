@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from kgemma.model.fused_blocks import run_blocks
+from kgemma.model.int8 import check_int8_backend
 from kgemma.model.fused_blocks import supports_fused
 
 
@@ -30,6 +31,15 @@ def _use_fused(backbone, fused):
     return supports_fused(backbone) if fused is None else bool(fused) and supports_fused(backbone)
 
 
+def _checked_int8(int8, fused, backbone):
+    """`int8`, once the backend and the blocks can run it."""
+    if int8:
+        check_int8_backend()
+        if not fused:
+            raise ValueError(f"int8 matmuls run in kgemma's fused Gemma 3 blocks only; {type(backbone).__name__} takes keras-hub's.")
+    return bool(int8)
+
+
 class FrozenPrefix(keras.Model):
     """Embeddings and the lowest `depth` decoder blocks of a text-only Gemma backbone.
 
@@ -38,6 +48,8 @@ class FrozenPrefix(keras.Model):
         depth: int, the number of lower decoder blocks to run.
         fused: run the blocks fused (`kgemma.model.fused_blocks`); `None`
             (default) wherever the backbone allows it, False for keras-hub's blocks.
+        int8: run the blocks' projections as int8 matmuls (`kgemma.model.int8`:
+            Keras's torch backend and fused blocks only). Default False.
 
     Example:
     ```python
@@ -46,16 +58,17 @@ class FrozenPrefix(keras.Model):
     ```
     """
 
-    def __init__(self, backbone, depth, fused=None, **kwargs):
+    def __init__(self, backbone, depth, fused=None, int8=False, **kwargs):
         super().__init__(**{"dtype": backbone.dtype_policy, **kwargs})
         self.backbone = backbone
         self.depth = int(depth)
         self.fused = _use_fused(backbone, fused)
+        self.int8 = _checked_int8(int8, self.fused, backbone)
 
     def call(self, inputs):
         x = embed_tokens(self.backbone, inputs["token_ids"])
         blocks = self.backbone.transformer_layers[: self.depth]
-        return run_blocks(blocks, x, inputs["padding_mask"], fused=self.fused)
+        return run_blocks(blocks, x, inputs["padding_mask"], fused=self.fused, int8=self.int8)
 
 
 class UpperStack(keras.Model):
@@ -80,24 +93,27 @@ class UpperStack(keras.Model):
         self.blocks = list(classifier.backbone.transformer_layers[int(depth) :])
         self.final_norm = classifier.backbone.layer_norm
         self.pooler = classifier.pooler
+        # The head's layers, tracked here so that training this model trains them; the
+        # classifier's own `head` runs them.
         self.head_layers = list(classifier.head_layers)
         self.output_dropout = classifier.output_dropout
+        self.classifier_head = classifier.head
         # The head, then the adapters: the classifier's own order of trainable weights.
         self.lora_adapters = list(classifier.lora_adapters)
         self.depth = int(depth)
         self.fused = _use_fused(classifier.backbone, fused)
+        # Never int8 here: training differentiates through these blocks, and no gradient
+        # flows through an int8 matmul. `ClassifierForward` (scoring) may turn it on.
+        self.int8 = False
 
     def call(self, inputs, training=None):
         mask = inputs["padding_mask"]
-        x = run_blocks(self.blocks, inputs["hidden_states"], mask, training=training, fused=self.fused)
+        x = run_blocks(self.blocks, inputs["hidden_states"], mask, training=training, fused=self.fused, int8=self.int8)
         return self.head(x, mask, training)
 
     def head(self, x, mask, training=None):
         """The final norm, pooling and head on the last block's states."""
-        pooled = self.pooler(self.final_norm(x), mask)
-        for layer in self.head_layers[:-1]:
-            pooled = layer(pooled)
-        return self.head_layers[-1](self.output_dropout(pooled, training=training))
+        return self.classifier_head(self.pooler(self.final_norm(x), mask), training=training)
 
 
 class ClassifierForward(UpperStack):
@@ -108,11 +124,13 @@ class ClassifierForward(UpperStack):
     Args:
         classifier: a `GemmaSentimentClassifier`.
         fused: as in `FrozenPrefix`.
+        int8: as in `FrozenPrefix` (the LoRA branches and the head stay float).
     """
 
-    def __init__(self, classifier, fused=None, **kwargs):
+    def __init__(self, classifier, fused=None, int8=False, **kwargs):
         super().__init__(classifier, 0, fused=fused, **kwargs)
         self.backbone = classifier.backbone
+        self.int8 = _checked_int8(int8, self.fused, classifier.backbone)
 
     def call(self, inputs, training=None):
         x = embed_tokens(self.backbone, inputs["token_ids"])

@@ -19,6 +19,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from kgemma.model.int8 import cached_int8_kernel
+from kgemma.model.int8 import check_int8_backend
+from kgemma.model.int8 import int8_matmul
 from kgemma.model.lora import is_quantized
 
 
@@ -43,7 +46,7 @@ def supports_fused(backbone):
     )
 
 
-def run_blocks(blocks, x, padding_mask, training=None, fused=True):
+def run_blocks(blocks, x, padding_mask, training=None, fused=True, int8=False):
     """Hidden states `x` through `blocks` (consecutive decoder blocks of one backbone).
 
     Args:
@@ -53,14 +56,20 @@ def run_blocks(blocks, x, padding_mask, training=None, fused=True):
         training: passed to the LoRA adapters (their dropout).
         fused: run Gemma 3 blocks as fused matmuls; False (or a backbone that
             `supports_fused` refuses) calls each keras-hub block.
+        int8: run the blocks' own projections as int8 matmuls
+            (`kgemma.model.int8`; torch backend, fused blocks, forward only).
     """
+    if int8:
+        check_int8_backend()
+        if not fused:
+            raise ValueError("int8 matmuls run in kgemma's fused Gemma 3 blocks only; this backbone takes keras-hub's.")
     if not blocks:
         return x
     if not fused:
         for block in blocks:
             x = block(x, padding_mask=padding_mask)
         return x
-    context = _BatchContext(x, padding_mask)
+    context = _BatchContext(x, padding_mask, int8)
     for block in blocks:
         x = _fused_block(block, x, context, training)
     return x
@@ -70,9 +79,10 @@ class _BatchContext:
     """What every block of a batch shares: attention biases and rotary tables,
     built on first use for each window kind and wavelength."""
 
-    def __init__(self, x, padding_mask):
+    def __init__(self, x, padding_mask, int8=False):
         self.length = ops.shape(x)[1]
         self.padding_mask = padding_mask
+        self.int8 = int8
         self._bias = {}
         self._rotary = {}
 
@@ -124,10 +134,10 @@ def _rotate(x, cos, sin):
     return x * cos + rotated * sin
 
 
-def _project(layer, x, kernel, layer_input=None, training=None):
+def _project(layer, x, kernel, layer_input=None, training=None, int8=False):
     """`x @ kernel`, plus the LoRA adapter attached to `layer`, if any, on the input in
     the layout the layer's einsum takes (`layer_input`, default `x`)."""
-    y = ops.matmul(x, kernel)
+    y = int8_matmul(x, *cached_int8_kernel(layer, kernel)) if int8 else ops.matmul(x, kernel)
     adapter = getattr(layer, "kgemma_lora", None)
     if adapter is None:
         return y
@@ -144,9 +154,9 @@ def _fused_block(block, x, context, training):
 
     # Attention. Query kernels are (heads, hidden, head_dim): as one (hidden, heads * head_dim) matrix.
     normed = ops.cast(_rms(x, block.pre_attention_norm), dtype)
-    q = _project(attention.query_dense, normed, _heads_last(attention.query_dense.kernel), training=training)
-    k = _project(attention.key_dense, normed, _heads_last(attention.key_dense.kernel), training=training)
-    v = _project(attention.value_dense, normed, _heads_last(attention.value_dense.kernel), training=training)
+    q = _project(attention.query_dense, normed, _heads_last(attention.query_dense.kernel), training=training, int8=context.int8)
+    k = _project(attention.key_dense, normed, _heads_last(attention.key_dense.kernel), training=training, int8=context.int8)
+    v = _project(attention.value_dense, normed, _heads_last(attention.value_dense.kernel), training=training, int8=context.int8)
     cos, sin = context.rotary(attention.rope_layer, head)
     scale = 1.0 / np.sqrt(head if attention.query_head_dim_normalize else attention.hidden_dim // n_q)
     q = _rotate(_rms(ops.reshape(q, (batch, length, n_q, head)), attention.query_norm), cos, sin) * scale
@@ -165,15 +175,15 @@ def _fused_block(block, x, context, training):
     mixed = ops.reshape(mixed, (batch, length, n_q * head))
     out_kernel = ops.reshape(attention.output_dense.kernel, (n_q * head, -1))
     heads_input = ops.reshape(mixed, (batch, length, n_q, head))
-    attended = _project(attention.output_dense, mixed, out_kernel, heads_input, training)
+    attended = _project(attention.output_dense, mixed, out_kernel, heads_input, training, context.int8)
     x = x + ops.cast(_rms(attended, block.post_attention_norm), dtype)
 
     # Feed-forward: gelu(x @ gate) * (x @ up) @ down.
     normed = ops.cast(_rms(x, block.pre_ffw_norm), dtype)
-    gate = _project(block.gating_ffw, normed, block.gating_ffw.kernel, training=training)
-    up = _project(block.gating_ffw_2, normed, block.gating_ffw_2.kernel, training=training)
+    gate = _project(block.gating_ffw, normed, block.gating_ffw.kernel, training=training, int8=context.int8)
+    up = _project(block.gating_ffw_2, normed, block.gating_ffw_2.kernel, training=training, int8=context.int8)
     hidden = keras.activations.gelu(gate, approximate=True) * up
-    down = _project(block.ffw_linear, hidden, block.ffw_linear.kernel, training=training)
+    down = _project(block.ffw_linear, hidden, block.ffw_linear.kernel, training=training, int8=context.int8)
     return x + ops.cast(_rms(down, block.post_ffw_norm), dtype)
 
 

@@ -1,0 +1,132 @@
+"""The frozen Gemma forward on each Keras backend, and in int8 on torch (issue 20).
+
+Each (backend, mode) runs in its own process (`KERAS_BACKEND` is fixed per process,
+and no two thread pools meet): the embedded Gemma 3 270M's frozen forward through
+kgemma's fused blocks, bfloat16, at fixed lengths; GFLOP/s against this machine's
+bfloat16 matmul ceiling (benchmarks/ceilings.py, the best of any framework). With
+`--adapter`, each mode also scores a seeded, stratified sample of IMDB test reviews
+with that adapter, so int8's cost in accuracy and agreement is measured beside its speed.
+
+    python benchmarks/backends.py --data ../shared/data/imdb
+    python benchmarks/backends.py --data ../shared/data/imdb --adapter runs/E1/adapter.npz --sample 500
+
+Prints figures (and writes them as JSON with --output); it asserts nothing.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+# (Keras backend, matmul mode): every backend in bfloat16, and torch's int8.
+MODES = "tensorflow:bfloat16,jax:bfloat16,torch:bfloat16,torch:int8"
+
+
+def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):
+    """In a process of one Keras backend: time the frozen forward, score the sample."""
+    import keras
+
+    from kgemma import GemmaSentimentClassifier
+    from speed import fixed_batches
+    from speed import forward_flops
+    from speed import time_batches
+
+    int8 = mode == "int8"
+    keras.utils.set_random_seed(0)
+    if adapter:
+        clf = GemmaSentimentClassifier.from_adapter(adapter, dtype="bfloat16")
+    else:
+        clf = GemmaSentimentClassifier.from_preset(dtype="bfloat16")
+    prefix = clf.frozen_prefix(depth=clf.backbone.num_layers, int8=int8)
+    result = {"backend": keras.backend.backend(), "mode": mode, "forward": []}
+    for length in lengths:
+        feeds = fixed_batches(length, batch_size, batches)
+        seconds, warmup = time_batches(prefix.predict_on_batch, feeds)
+        n = batch_size * batches
+        flops = forward_flops(clf.backbone, [length] * n)
+        result["forward"].append({"length": length, "reviews_per_s": n / seconds, "gflops": flops / seconds / 1e9, "warmup_s": warmup})
+    if adapter:
+        from kgemma.data import load_imdb
+        from kgemma.data import stratified_sample
+        from kgemma.model.batching import length_sorted_batches
+
+        reviews = stratified_sample(load_imdb("test", data), sample, seed=0)
+        features = {k: np.asarray(v) for k, v in clf.preprocessor(reviews.texts).items()}
+        model = clf.scoring_model(int8=int8)
+        logits = np.zeros((len(reviews), clf.num_classes), dtype="float32")
+        for rows, width in length_sorted_batches(features["padding_mask"].sum(axis=1), batch_size, limit=features["token_ids"].shape[1]):
+            batch = {k: v[rows, :width] for k, v in features.items()}
+            logits[rows] = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+        result["scores"] = {"predicted": logits.argmax(axis=1).tolist(), "logits": logits.tolist(), "labels": reviews.labels.tolist()}
+    return result
+
+
+def run_mode(backend, mode, args):
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"backend": backend, "mode": mode, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_results(ceilings, results, reference):
+    ceiling = ceilings["bfloat16_gflops"]
+    for r in results:
+        label = f"{r['backend']:>10} {r['mode']:<8}"
+        if "error" in r:
+            print(f"{label}: failed: {r['error']}")
+            continue
+        for f in r["forward"]:
+            print(f"{label} frozen forward, 8 x {f['length']}: {f['reviews_per_s']:6.2f} reviews/s, "
+                  f"{f['gflops']:4.0f} GFLOP/s = {f['gflops'] / ceiling:.0%} of the bfloat16 ceiling (first pass {f['warmup_s']:.0f} s)")  # fmt: skip
+        if "scores" in r:
+            s = r["scores"]
+            accuracy = float(np.mean(np.asarray(s["predicted"]) == np.asarray(s["labels"])))
+            line = f"{label} test-sample accuracy {accuracy:.1%} ({len(s['labels'])} reviews)"
+            if reference is not None and r is not reference:
+                agree = float(np.mean(np.asarray(s["predicted"]) == np.asarray(reference["scores"]["predicted"])))
+                gap = float(np.abs(np.asarray(s["logits"]) - np.asarray(reference["scores"]["logits"])).max())
+                line += f"; agrees with {reference['backend']} {reference['mode']} on {agree:.1%}, logits within {gap:.3f}"
+            print(line)
+
+
+@click.command()
+@click.option("--data", default="../shared/data/imdb", show_default=True, help="IMDB folder or tfds (for --adapter's sample).")
+@click.option("--modes", default=MODES, show_default=True, help="BACKEND:MODE,...; MODE is bfloat16 or int8 (torch).")
+@click.option("--lengths", default="256,512", show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batches", default=3, show_default=True, help="Batches per length.")
+@click.option("--adapter", type=click.Path(exists=True, dir_okay=False), default=None, help="A trained adapter: score the test sample in every mode.")
+@click.option("--sample", default=500, show_default=True, help="Test reviews scored with --adapter.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write the figures as JSON.")
+@click.option("--worker", default=None, hidden=True)
+def main(data, modes, lengths, batch_size, batches, adapter, sample, output, worker):
+    lengths = [int(x) for x in lengths.split(",")]
+    if worker:
+        print(json.dumps(measure_mode(worker, lengths, batch_size, batches, data, adapter, sample)))
+        return
+    from speed import machine_ceilings
+    from speed import print_ceilings
+
+    ceilings = machine_ceilings()
+    print_ceilings(ceilings)
+    args = ["--data", data, "--lengths", ",".join(map(str, lengths)), "--batch-size", str(batch_size), "--batches", str(batches), "--sample", str(sample)]
+    if adapter:
+        args += ["--adapter", adapter]
+    results = []
+    for pair in modes.split(","):
+        backend, mode = pair.split(":")
+        results.append(run_mode(backend, mode, args))
+    reference = next((r for r in results if "scores" in r and r["mode"] == "bfloat16"), None)
+    print_results(ceilings, results, reference)
+    if output:
+        Path(output).write_text(json.dumps({"ceilings": ceilings, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

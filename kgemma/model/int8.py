@@ -1,0 +1,63 @@
+"""Int8 matmuls for frozen projections, on Keras's torch backend.
+
+On this project's CPUs TensorFlow's int8 matmul runs at a fifth of its bfloat16 one
+(79 against 415 GFLOP/s, docs/performance.md), and Keras's own int8 layers call
+`torch._int_mm` only on CUDA; on a CPU with AVX512-VNNI or AMX-int8, `torch._int_mm`
+runs the model's shapes at about twice bfloat16. So kgemma quantizes itself, the way
+LLM.int8 does without its outlier split: each weight column (output channel) once,
+symmetric to int8, and each input row (token) at every call. The int32 products are
+rescaled to the input's dtype.
+
+No gradient flows through `torch._int_mm`: only forward-only paths use it (a frozen
+prefix, scoring), and the LoRA branches beside a projection stay in float.
+"""
+
+import keras
+
+# Symmetric int8: -127..127, so that a value and its negation round alike.
+_LEVELS = 127.0
+
+
+def check_int8_backend():
+    """Raise unless Keras runs on torch, the backend whose int8 matmul kgemma uses."""
+    if keras.backend.backend() != "torch":
+        raise ValueError(
+            f"int8 matmuls need Keras's torch backend (KERAS_BACKEND=torch); this is {keras.backend.backend()}."
+        )
+
+
+def quantize_columns(kernel):
+    """An `(in, out)` float kernel as int8 with one float32 scale per column."""
+    import torch
+
+    w = keras.ops.convert_to_tensor(kernel).detach().float()  # A Keras variable or a tensor.
+    scale = w.abs().amax(dim=0).clamp(min=1e-12) / _LEVELS
+    return torch.round(w / scale).clamp(-_LEVELS, _LEVELS).to(torch.int8), scale
+
+
+def int8_matmul(x, quantized, scale):
+    """`x @ kernel` from the kernel's `quantize_columns` output, `x` quantized per row."""
+    import torch
+
+    rows = x.reshape(-1, x.shape[-1]).float()
+    row_scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / _LEVELS
+    rows = torch.round(rows / row_scale).clamp(-_LEVELS, _LEVELS).to(torch.int8)
+    y = torch._int_mm(rows, quantized).float() * row_scale * scale
+    return y.reshape(*x.shape[:-1], quantized.shape[1]).to(x.dtype)
+
+
+def cached_int8_kernel(layer, kernel):
+    """`quantize_columns(kernel)` for `layer`, kept on the layer until its kernel changes.
+
+    `kernel` is the layer's kernel as the fused blocks lay it out `(in, out)`. Keras's
+    `assign` on torch writes in place, which bumps the tensor's version counter: a new
+    version (new weights) is quantized again.
+    """
+    source = layer.kernel.value
+    version = (source.data_ptr(), source._version)
+    cached = getattr(layer, "kgemma_int8", None)
+    if cached is None or cached[0] != version:
+        cached = (version, *quantize_columns(kernel))
+        # Not a Keras attribute: derived state, never saved.
+        object.__setattr__(layer, "kgemma_int8", cached)
+    return cached[1], cached[2]
