@@ -116,6 +116,9 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         backbone.trainable = False
         # Attached before the functional graph is built, so that the graph runs through them.
         adapters = attach_lora(backbone, lora_rank, lora_alpha, lora_dropout, lora_targets, lora_layers) if lora_rank else []
+        # Tracked here on TensorFlow and JAX (first among the trainable weights, an order
+        # their numerics were measured with); see below for torch.
+        self.lora_adapters = adapters
         self.pooler = SequencePooling(pooling, name="pooling")
         self.head_layers = []
         if normalize_pooled:
@@ -134,10 +137,10 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         pooled = self.pooler(sequence, inputs["padding_mask"])
         outputs = self.head(pooled)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        # Tracked only now: on the torch backend keras-hub's Task skips Keras's attribute
-        # tracking until it is initialized, and the adapters are not in the functional graph,
-        # so set earlier they would be missing from `trainable_weights` (training would move
-        # the head alone).
+        # Again now: on the torch backend keras-hub's Task skips Keras's attribute tracking
+        # until it is initialized, and the adapters are not in the functional graph, so the
+        # first assignment left them out of `trainable_weights` there (training would have
+        # moved the head alone). Elsewhere this changes nothing.
         self.lora_adapters = adapters
 
         # === Config ===

@@ -90,6 +90,9 @@ class UpperStack(keras.Model):
         # states ran the upper blocks in float32, 1.5x slower than bfloat16 and unlike
         # the inference path (docs/performance.md).
         super().__init__(**{"dtype": classifier.backbone.dtype_policy, **kwargs})
+        # Adapters first, then the head: the classifier's own order of trainable weights
+        # on TensorFlow and JAX.
+        self.lora_adapters = list(classifier.lora_adapters)
         self.blocks = list(classifier.backbone.transformer_layers[int(depth) :])
         self.final_norm = classifier.backbone.layer_norm
         self.pooler = classifier.pooler
@@ -98,8 +101,6 @@ class UpperStack(keras.Model):
         self.head_layers = list(classifier.head_layers)
         self.output_dropout = classifier.output_dropout
         self.classifier_head = classifier.head
-        # The head, then the adapters: the classifier's own order of trainable weights.
-        self.lora_adapters = list(classifier.lora_adapters)
         self.depth = int(depth)
         self.fused = _use_fused(classifier.backbone, fused)
         # Never int8 here: training differentiates through these blocks, and no gradient
