@@ -10,6 +10,21 @@ from kgemma.training.config import TrainingConfig
 
 Recipe = namedtuple("Recipe", ["summary", "settings"])
 
+# cpu-10min's settings, which cpu-hour scales up.
+CPU_10MIN_SETTINGS = {
+    "dtype": "bfloat16",
+    "lora_layers": 4,
+    "lora_targets": "all",
+    "sequence_length": 512,
+    "truncation": "head_tail",
+    "pooling": "last",
+    "epochs": 1,
+    "learning_rate": 5e-4,
+    "schedule": "cosine",
+    "warmup_steps": 20,
+    "max_examples": 1800,
+}
+
 RECIPES = {
     # TrainingConfig's defaults are the fine-tuning report's recipe.
     "report": Recipe("the fine-tuning report's: LoRA r8/alpha 16 on query and value of every block, AdamW 2e-4, 3 epochs", {}),
@@ -21,19 +36,7 @@ RECIPES = {
     # in about 10 minutes, prefix pass included.
     "cpu-10min": Recipe(
         "about 10 minutes on 2 cores: bfloat16, LoRA on every projection of the top 4 blocks, 512 tokens head+tail, last-token pooling, 1 epoch of 1,800 rows",
-        {
-            "dtype": "bfloat16",
-            "lora_layers": 4,
-            "lora_targets": "all",
-            "sequence_length": 512,
-            "truncation": "head_tail",
-            "pooling": "last",
-            "epochs": 1,
-            "learning_rate": 5e-4,
-            "schedule": "cosine",
-            "warmup_steps": 20,
-            "max_examples": 1800,
-        },
+        CPU_10MIN_SETTINGS,
     ),
     # The second search batch (docs/results.md) found no lever beyond noise at 2,000 rows:
     # rank 16, a 1e-3 learning rate, a second epoch, no head dropout, LoRA on the top 8
@@ -41,19 +44,7 @@ RECIPES = {
     # settings on the 11,000 rows such a CPU trains in about 60 minutes (0.31 s a row).
     "cpu-hour": Recipe(
         "about 60 minutes on 2 cores: the cpu-10min recipe on 11,000 rows",
-        {
-            "dtype": "bfloat16",
-            "lora_layers": 4,
-            "lora_targets": "all",
-            "sequence_length": 512,
-            "truncation": "head_tail",
-            "pooling": "last",
-            "epochs": 1,
-            "learning_rate": 5e-4,
-            "schedule": "cosine",
-            "warmup_steps": 20,
-            "max_examples": 11000,
-        },
+        {**CPU_10MIN_SETTINGS, "max_examples": 11000},
     ),
 }
 
