@@ -31,6 +31,7 @@ def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):
     import keras
 
     from kgemma import GemmaSentimentClassifier
+    from kgemma.model.frozen_prefix import FrozenPrefix
     from speed import fixed_batches
     from speed import forward_flops
     from speed import time_batches
@@ -41,7 +42,8 @@ def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):
         clf = GemmaSentimentClassifier.from_adapter(adapter, dtype="bfloat16")
     else:
         clf = GemmaSentimentClassifier.from_preset(dtype="bfloat16")
-    prefix = clf.frozen_prefix(depth=clf.backbone.num_layers, int8=int8)
+    # All the blocks, as speed.py times them (an adapter's own prefix stops at its first adapted block).
+    prefix = FrozenPrefix(clf.backbone, clf.backbone.num_layers, fused=True, int8=int8)
     result = {"backend": keras.backend.backend(), "mode": mode, "forward": []}
     for length in lengths:
         feeds = fixed_batches(length, batch_size, batches)
