@@ -63,12 +63,12 @@ def run_variant(name, config, train, validation, prefix_cache, cache_dir, eval_p
     import keras
 
     from kgemma import GemmaSentimentClassifier
-    from kgemma.training.batches import epoch_batches
+    from kgemma.model.batching import epoch_batches
     from kgemma.training.trainer import loss_and_accuracy
     from kgemma.training.trainer import model_inputs
     from kgemma.training.trainer import predict_logits
     from kgemma.training.trainer import prefix_states
-    from kgemma.training.trainer import tokenize
+    from kgemma.model.preprocessor import tokenize
     from kgemma.training.trainer import training_model
 
     keras.utils.set_random_seed(config.seed)

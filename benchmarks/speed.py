@@ -155,10 +155,10 @@ def bench_real(clf, reviews, batch_size, epochs, cache_prefix, train=True):
     import keras
 
     from kgemma.training import TrainingConfig
-    from kgemma.training.batches import epoch_batches
+    from kgemma.model.batching import epoch_batches
     from kgemma.training.trainer import model_inputs
     from kgemma.training.trainer import prefix_states
-    from kgemma.training.trainer import tokenize
+    from kgemma.model.preprocessor import tokenize
     from kgemma.training.trainer import training_model
 
     features = tokenize(clf.preprocessor, reviews.texts)

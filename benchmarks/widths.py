@@ -28,7 +28,7 @@ def main(data, sample, max_length, dtype, steps, passes):
     from kgemma.data import load_imdb
     from kgemma.data import stratified_sample
     from kgemma.model.batching import length_sorted_batches
-    from kgemma.training.trainer import tokenize
+    from kgemma.model.preprocessor import tokenize
 
     clf = GemmaSentimentClassifier.from_preset(dtype=dtype, sequence_length=max_length)
     reviews = stratified_sample(load_imdb("test", data), sample, seed=0)

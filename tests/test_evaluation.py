@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 from sklearn import metrics as skm
 
 from kgemma.data import Reviews
@@ -17,7 +18,6 @@ from kgemma.evaluation import fit_temperature
 from kgemma.evaluation import read_contrast
 from kgemma.evaluation import stream_predictions
 from kgemma.evaluation import write_report
-from kgemma.evaluation.metrics import softmax
 
 SLICES = {s.name: s for s in BUILTIN_SLICES}
 
@@ -64,7 +64,7 @@ def test_temperature_scaling_fixes_overconfidence():
     overconfident = true_logits * 4.0
     t = fit_temperature(overconfident, y)
     assert 3.0 < t < 5.5
-    before = expected_calibration_error(y, softmax(overconfident))
+    before = expected_calibration_error(y, softmax(overconfident, axis=1))
     after = expected_calibration_error(y, apply_temperature(overconfident, t))
     assert after < before / 3
 

@@ -120,3 +120,51 @@ def test_from_adapter_rebuilds_the_dtype_it_was_trained_in(tiny_preset, tmp_path
     path = trained(half).save_adapter(tmp_path / "adapter.npz")
     assert GemmaSentimentClassifier.from_adapter(path).backbone.dtype_policy.name == "bfloat16"
     assert GemmaSentimentClassifier.from_adapter(path, dtype="float32").backbone.dtype_policy.name == "float32"
+
+
+def test_the_first_blocks_of_a_backbone_run_as_they_did_in_the_whole_one(tiny_preset, tmp_path):
+    from kgemma import GemmaSentimentClassifier
+    from kgemma.model.frozen_prefix import FrozenPrefix
+
+    whole = GemmaSentimentClassifier.from_preset(str(tiny_preset), sequence_length=32)
+    first = GemmaSentimentClassifier.from_preset(str(tiny_preset), sequence_length=32, backbone_layers=1, lora_layers=1)
+    assert (whole.backbone.num_layers, first.backbone.num_layers) == (2, 1)
+    batch = first.preprocessor(["A fine film, and a moving one.", "Dull."])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(FrozenPrefix(first.backbone, 1)(batch)),
+        keras.ops.convert_to_numpy(FrozenPrefix(whole.backbone, 1)(batch)),
+        atol=1e-6,
+    )
+    # An adapter trained on the first block rebuilds on the first block alone.
+    path = trained(first).save_adapter(tmp_path / "adapter.npz")
+    again = GemmaSentimentClassifier.from_adapter(path)
+    assert again.backbone.num_layers == 1
+    texts = ["A fine film.", "Dull and far too long."]
+    np.testing.assert_allclose(again.predict_proba(texts), first.predict_proba(texts), atol=1e-6)
+    with pytest.raises(ValueError, match="backbone_layers must be from 1 to 2"):
+        GemmaSentimentClassifier.from_preset(str(tiny_preset), backbone_layers=3)
+
+
+def test_save_to_preset_round_trips_a_fine_tuned_classifier(tiny_preset, tmp_path):
+    from kgemma import GemmaSentimentClassifier
+
+    clf = trained(GemmaSentimentClassifier.from_preset(str(tiny_preset), sequence_length=32, pooling="last", lora_rank=4))
+    clf.temperature = 1.5
+    clf.save_to_preset(str(tmp_path / "preset"))
+    assert {"task.json", "task.weights.h5", "config.json", "preprocessor.json"} <= {p.name for p in (tmp_path / "preset").iterdir()}
+    again = GemmaSentimentClassifier.from_preset(str(tmp_path / "preset"))
+    assert (again.pooling, again.lora_rank, again.temperature, again.preprocessor.sequence_length) == ("last", 4, 1.5, 32)
+    assert again.base_preset == clf.base_preset
+    texts = ["A fine film.", "Dull and far too long.", "Not bad at all."]
+    np.testing.assert_array_equal(again.predict_proba(texts), clf.predict_proba(texts))
+    with pytest.raises(ValueError, match="sequence_length cannot change on loading"):
+        GemmaSentimentClassifier.from_preset(str(tmp_path / "preset"), sequence_length=64)
+
+
+def test_presets_lists_what_from_preset_loads():
+    from kgemma import GemmaSentimentClassifier
+
+    presets = GemmaSentimentClassifier.presets
+    assert list(presets)[0] == "gemma3_270m_gguf"
+    assert {"gemma_2b_en", "gemma3_1b", "gemma3_270m"} <= set(presets)
+    assert not any(name.startswith("bert") for name in presets)

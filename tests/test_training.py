@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from kgemma.cli.train import main as train_main
 from kgemma.training import TrainingConfig
 from kgemma.model.batching import WIDTH_STEP
-from kgemma.training.batches import epoch_batches
+from kgemma.model.batching import epoch_batches
 from kgemma.training.trainer import read_progress
 from tests.conftest import randomize_head
 
@@ -27,6 +28,28 @@ def test_config_defaults_are_the_reports_recipe():
         TrainingConfig.from_dict({"epochz": 2})
     with pytest.raises(ValueError, match="schedule must be one of"):
         TrainingConfig(schedule="linear")
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        TrainingConfig(label_smoothing=1.0)
+
+
+def test_label_smoothing_is_keras_categorical_smoothing_on_integer_labels():
+    import keras
+
+    from kgemma.training.loss import SparseSmoothedCrossentropy
+
+    logits = np.array([[2.0, -1.0], [0.5, 0.3], [-3.0, 4.0]], dtype="float32")
+    labels = np.array([0, 1, 0])
+    one_hot = np.eye(2, dtype="float32")[labels]
+    for smoothing in (0.0, 0.1, 0.3):
+        ours = SparseSmoothedCrossentropy(2, smoothing)(labels, logits)
+        theirs = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)(one_hot, logits)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs), rtol=1e-6)
+    plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    smoothed = SparseSmoothedCrossentropy(2, 0.1)(labels, logits)
+    assert float(smoothed) != pytest.approx(float(plain))
+    # Saved with a model's compile config, it comes back the same.
+    again = keras.losses.deserialize(keras.losses.serialize(SparseSmoothedCrossentropy(2, 0.1)))
+    assert (again.num_classes, again.label_smoothing, again.from_logits) == (2, 0.1, True)
 
 
 def test_epoch_batches_cover_every_row_once_with_similar_lengths():
@@ -221,3 +244,29 @@ def test_training_refuses_a_model_that_would_leave_lora_untrained(make_classifie
     for cache in (True, False):
         with pytest.raises(RuntimeError, match="LoRA weights .* not among the model's trainable weights"):
             training_model(clf, TrainingConfig(lora_layers=1, cache_prefix=cache), 10)
+
+
+def test_keras_fit_on_texts_takes_the_same_steps_as_kgemma_training(make_classifier, review_rows, tmp_path):
+    import math
+
+    from kgemma.data import Reviews
+    from kgemma.training.loss import training_loss
+    from kgemma.training.trainer import fit
+    from kgemma.training.trainer import make_optimizer
+
+    texts = [r["text"] for r in review_rows[:36]]
+    labels = np.array([r["label"] for r in review_rows[:36]])
+    reviews = Reviews(texts, labels)
+    config = TrainingConfig(epochs=2, batch_size=4, learning_rate=5e-3, cache_prefix=False, seed=3, checkpoint_every=1000)
+    ours = make_classifier(seed=5)
+    _, progress = fit(ours, reviews, reviews, config, tmp_path / "run", verbose=0)
+    # kgemma's fit restores its best epoch; Keras's runs up to that epoch.
+    epochs = progress["best_epoch"] + 1
+    theirs = make_classifier(seed=5)
+    total_steps = math.ceil(len(texts) / config.batch_size) * config.epochs
+    theirs.compile(optimizer=make_optimizer(config, total_steps), loss=training_loss(theirs))
+    theirs.fit(texts, labels, batch_size=config.batch_size, epochs=epochs, seed=config.seed, verbose=0)
+    assert len(ours.trainable_weights) == len(theirs.trainable_weights) > 2
+    assert np.abs(keras.ops.convert_to_numpy(theirs.output_dense.kernel)).max() > 1e-3  # It trained.
+    for a, b in zip(ours.trainable_weights, theirs.trainable_weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a), atol=1e-6, err_msg=a.path)

@@ -1,15 +1,13 @@
 """Exact duplicates within a collection and overlap between training and evaluation."""
 
-import re
 from collections import defaultdict
 
-_TAGS = re.compile(r"<[^<>]*>")
-_SPACE = re.compile(r"\s+")
+from kgemma.data.text import clean_text
 
 
 def normalize_text(text):
-    """Lower-case, HTML tags removed, white space collapsed: what counts as 'the same review'."""
-    return _SPACE.sub(" ", _TAGS.sub(" ", text)).strip().lower()
+    """The cleaned text (what the model reads), lower-cased: what counts as 'the same review'."""
+    return clean_text(text).lower()
 
 
 def duplicate_groups(reviews):

@@ -2,8 +2,8 @@
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import softmax
 
-from kgemma.evaluation.metrics import softmax
 
 
 def reliability_bins(y_true, probabilities, n_bins=15):
@@ -43,11 +43,11 @@ def fit_temperature(logits, y_true):
     logits, y_true = np.asarray(logits, dtype="float64"), np.asarray(y_true)
 
     def nll(log_t):
-        p = softmax(logits / np.exp(log_t))
+        p = softmax(logits / np.exp(log_t), axis=1)
         return -np.log(np.clip(p[np.arange(len(y_true)), y_true], 1e-12, None)).mean()
 
     return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
 
 
 def apply_temperature(logits, temperature):
-    return softmax(np.asarray(logits, dtype="float64") / temperature)
+    return softmax(np.asarray(logits, dtype="float64") / temperature, axis=1)

@@ -4,11 +4,7 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
-
-def softmax(logits):
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
+from kgemma.data.reviews import LABEL_NAMES
 
 
 def macro_f1(y_true, y_pred):
@@ -37,7 +33,7 @@ def bootstrap_interval(y_true, y_pred, statistic, n_resamples=1000, confidence=0
     return [float(low), float(high)]
 
 
-def classification_metrics(y_true, probabilities, label_names=("negative", "positive"), seed=0):
+def classification_metrics(y_true, probabilities, label_names=LABEL_NAMES, seed=0):
     """Every headline metric for one set of predictions.
 
     Args:

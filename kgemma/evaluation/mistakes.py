@@ -2,9 +2,11 @@
 
 import numpy as np
 
+from kgemma.data.text import clean_text
+
 
 def excerpt(text, limit=300):
-    text = " ".join(text.replace("<br />", " ").split())
+    text = clean_text(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

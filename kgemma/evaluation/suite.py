@@ -2,6 +2,7 @@
 contrast pairs, baseline and confident mistakes. Works on arrays, not on models."""
 
 import numpy as np
+from scipy.special import softmax
 
 from kgemma.evaluation.calibration import apply_temperature
 from kgemma.evaluation.calibration import expected_calibration_error
@@ -9,7 +10,6 @@ from kgemma.evaluation.calibration import reliability_bins
 from kgemma.evaluation.metrics import bootstrap_interval
 from kgemma.evaluation.metrics import classification_metrics
 from kgemma.evaluation.metrics import macro_f1
-from kgemma.evaluation.metrics import softmax
 from kgemma.evaluation.mistakes import confident_mistakes
 from kgemma.evaluation.slices import BUILTIN_SLICES
 from kgemma.evaluation.slices import slice_masks
@@ -78,7 +78,7 @@ def evaluate_predictions(
         contrast: list of `(name, contrast_metrics dict)` already computed.
     """
     labels = reviews.labels
-    raw = softmax(np.asarray(logits, dtype="float64"))
+    raw = softmax(np.asarray(logits, dtype="float64"), axis=1)
     probabilities = raw if temperature is None else apply_temperature(logits, temperature)
     overall = classification_metrics(labels, probabilities, reviews.label_names, seed=seed)
     predicted = probabilities.argmax(axis=1)

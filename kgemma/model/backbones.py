@@ -59,3 +59,23 @@ def backbone_fingerprint(backbone):
         rows = keras.ops.convert_to_numpy(keras.ops.cast(rows, "bfloat16"))
         digest.update(np.ascontiguousarray(rows, dtype="float32").tobytes())
     return digest.hexdigest()[:16]
+
+
+def first_blocks(backbone, num_layers):
+    """A copy of `backbone` that keeps only its first `num_layers` decoder blocks
+    (the token embedding and the final normalization too), pretrained weights copied.
+
+    Sentiment is often as legible in a model's middle layers as at its top, and every
+    dropped block is compute saved in training and scoring; `kgemma-train
+    --backbone-layers` measures the trade. Blocks keep their index, so each keeps its
+    attention kind (Gemma 3's local sliding-window or global layers).
+    """
+    if not 1 <= int(num_layers) <= backbone.num_layers:
+        raise ValueError(f"backbone_layers must be from 1 to {backbone.num_layers} (this backbone's blocks), got {num_layers!r}.")
+    if int(num_layers) == backbone.num_layers:
+        return backbone
+    smaller = type(backbone).from_config({**backbone.get_config(), "num_layers": int(num_layers)})
+    pretrained = {w.path: w for w in backbone.weights}
+    for weight in smaller.weights:
+        weight.assign(pretrained[weight.path])
+    return smaller

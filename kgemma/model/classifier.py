@@ -5,13 +5,21 @@ import hashlib
 import keras
 import keras_hub
 import numpy as np
+from keras_hub.src.utils.preset_utils import TASK_CONFIG_FILE
+from keras_hub.src.utils.preset_utils import check_config_class
+from keras_hub.src.utils.preset_utils import check_file_exists
+from keras_hub.src.utils.preset_utils import get_preset_loader
+from keras_hub.src.utils.preset_utils import load_json
+from keras_hub.src.utils.python_utils import classproperty
 
 from kgemma.model import adapter as adapter_file
 from kgemma.model.backbones import backbone_fingerprint
 from kgemma.model.backbones import check_backbone
 from kgemma.model.backbones import context_length
+from kgemma.model.backbones import first_blocks
 from kgemma.model.backbones import load_backbone
-from kgemma.model.batching import length_sorted_batches
+from kgemma.model.batching import predict_rows
+from kgemma.model.batching import review_batches
 from kgemma.model.frozen_prefix import ClassifierForward
 from kgemma.model.frozen_prefix import FrozenPrefix
 from kgemma.model.frozen_prefix import UpperStack
@@ -19,6 +27,7 @@ from kgemma.model.lora import attach_lora
 from kgemma.model.lora import first_adapted_block
 from kgemma.model.pooling import SequencePooling
 from kgemma.model.preprocessor import GemmaSentimentClassifierPreprocessor
+from kgemma.model.preprocessor import tokenize
 from kgemma.model.text import check_finite
 from kgemma.model.text import check_not_empty
 from kgemma.model.text import check_texts
@@ -68,6 +77,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             `kgemma-eval --temperature-scaling`). Defaults to 1.
         base_preset: the preset the backbone came from, recorded in adapters so that
             `from_adapter` can rebuild the model. Set by `from_preset`.
+        backbone_layers: how many of the preset's first decoder blocks the backbone
+            keeps (`None`: all), recorded like `base_preset`. Set by `from_preset`.
 
     Example:
     ```python
@@ -83,6 +94,15 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
 
     backbone_cls = keras_hub.models.Backbone
     preprocessor_cls = GemmaSentimentClassifierPreprocessor
+
+    @classproperty
+    def presets(cls):
+        """The presets `from_preset` loads by name: the embedded Gemma 3 270M
+        (`"gemma3_270m_gguf"`, also `from_preset()`) and keras-hub's Gemma and Gemma 3
+        presets, each `{"metadata": ..., "kaggle_handle": ...}` as in keras-hub."""
+        from kgemma.presets import preset_catalog
+
+        return preset_catalog()
 
     def __init__(
         self,
@@ -100,6 +120,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         activation=None,
         temperature=1.0,
         base_preset=None,
+        backbone_layers=None,
         **kwargs,
     ):
         check_backbone(backbone)
@@ -156,6 +177,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         self.activation = keras.activations.get(activation)
         self.temperature = float(temperature)
         self.base_preset = base_preset
+        self.backbone_layers = backbone_layers
 
     def head(self, pooled, training=None):
         """The classification head on pooled states: the normalization (if any),
@@ -169,7 +191,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
     # --- Construction -------------------------------------------------------------
 
     @classmethod
-    def from_preset(cls, preset=None, load_weights=True, dtype=None, **kwargs):
+    def from_preset(cls, preset=None, load_weights=True, dtype=None, backbone_layers=None, **kwargs):
         """Build a classifier on a pretrained Gemma backbone.
 
         Args:
@@ -178,9 +200,13 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
                 `$KGEMMA_CACHE_DIR` (default `~/.cache/kgemma`); a keras-hub Gemma
                 preset name (`"gemma_2b_en"`, `"gemma2_2b_en"`, `"gemma3_1b"`, ...);
                 a `kaggle://` or `hf://` handle; a local preset directory; or a path
-                to a Gemma 3 `.gguf` file.
+                to a Gemma 3 `.gguf` file. A directory written by `save_to_preset`
+                (keras-hub's layout, with `task.json`) gives back that fine-tuned
+                classifier, its weights and settings.
             load_weights: bool, load the pretrained backbone weights.
             dtype: optional dtype policy for the backbone (e.g. `"bfloat16"`).
+            backbone_layers: keep only the backbone's first N decoder blocks
+                (`kgemma.model.backbones.first_blocks`); `None` keeps them all.
             **kwargs: preprocessor arguments (`sequence_length`, `truncation`,
                 `clean_html`, `label_names`) and classifier arguments (`pooling`,
                 `lora_rank`, `lora_alpha`, `lora_dropout`, `lora_targets`, ...).
@@ -194,8 +220,14 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
 
         handle = resolve_preset(preset)
         backbone_kwargs = {"dtype": dtype} if dtype else {}
+        if _is_saved_classifier(handle, cls):
+            if backbone_layers is not None:
+                kwargs["backbone_layers"] = backbone_layers  # Refused below, with the others.
+            return _load_saved_classifier(cls, handle, load_weights, backbone_kwargs, kwargs)
         backbone = load_backbone(handle, load_weights=load_weights, **backbone_kwargs)
         check_backbone(backbone)
+        if backbone_layers is not None:
+            backbone = first_blocks(backbone, backbone_layers)
         if "preprocessor" not in kwargs:
             options = {k: kwargs.pop(k) for k in PREPROCESSOR_ARGS if k in kwargs}
             tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(handle)
@@ -203,7 +235,20 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         if kwargs["preprocessor"] is not None:
             kwargs.setdefault("num_classes", len(kwargs["preprocessor"].label_names))
         base = None if preset is None else str(preset)
-        return cls(backbone=backbone, base_preset=base, **kwargs)
+        return cls(backbone=backbone, base_preset=base, backbone_layers=backbone_layers, **kwargs)
+
+    def save_to_preset(self, preset_dir, max_shard_size=10):
+        """Save the whole classifier (backbone, LoRA, head, preprocessor and settings)
+        as a keras-hub preset folder, which `from_preset(preset_dir)` loads back and
+        `keras_hub.upload_preset` can publish.
+
+        Example:
+        ```python
+        clf.save_to_preset("./imdb_classifier")
+        again = GemmaSentimentClassifier.from_preset("./imdb_classifier")
+        ```
+        """
+        super().save_to_preset(preset_dir, max_shard_size=max_shard_size)
 
     @classmethod
     def from_adapter(cls, path, preset=None, **kwargs):
@@ -236,6 +281,42 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         if optimizer == "auto":
             optimizer = keras.optimizers.AdamW(learning_rate=2e-4, weight_decay=0.0)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def fit(self, x=None, y=None, batch_size=None, validation_data=None, seed=0, **kwargs):
+        """Keras's `fit`, fed as `kgemma.training.fit` feeds its steps.
+
+        Raw texts with labels are tokenized once and batched by length
+        (`kgemma.model.batching.review_batches`): the same batches, in the same
+        seeded order, as `kgemma.training.fit` with this `batch_size` and `seed`, so
+        the two take the same steps (tested). `validation_data` as `(texts, labels)`
+        is batched the same way. Any other input (a `tf.data.Dataset`, preprocessed
+        arrays) goes to keras-hub's `fit` unchanged. `kgemma.training.fit` adds what
+        a long run needs: a cached frozen prefix, resumable checkpoints, early
+        stopping with the best weights restored, and a history on disk.
+
+        Args:
+            x: a list of review texts, or anything keras-hub's `fit` takes.
+            y: integer labels for `x`.
+            batch_size: reviews per step (default 32, as Keras's).
+            validation_data: `(texts, labels)`, or anything Keras takes.
+            seed: seeds the order of the batches.
+            **kwargs: Keras's `fit` arguments (`epochs`, `callbacks`, `verbose`, ...).
+        """
+        if not _is_texts(x) or self.preprocessor is None:
+            return super().fit(x=x, y=y, batch_size=batch_size, validation_data=validation_data, **kwargs)
+        batch_size = batch_size or 32
+        if y is None or len(y) != len(x):
+            raise ValueError(f"fit on texts needs one label per text: got {len(x)} texts and {'no' if y is None else len(y)} labels.")
+        x = review_batches(self._features(x), y, batch_size, seed)
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2 and _is_texts(validation_data[0]):
+            texts, labels = validation_data
+            validation_data = review_batches(self._features(texts), labels, batch_size, seed)
+        # keras.Model's own fit: the batches are preprocessed already, and shuffled by `seed`.
+        kwargs["shuffle"] = False
+        return keras.Model.fit(self, x, validation_data=validation_data, **kwargs)
+
+    def _features(self, texts):
+        return tokenize(self.preprocessor, check_texts(texts))
 
     def save(self, filepath, *args, **kwargs):
         """Save as `.keras`. The optimizer is built first so that its state always
@@ -300,20 +381,22 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             return logits
         return keras.ops.convert_to_numpy(keras.ops.softmax(logits / self.temperature, axis=-1))
 
-    def logits_for_features(self, features, batch_size=8):
+    def logits_for_features(self, features, batch_size=8, int8=False):
         """Model outputs for preprocessed `{"token_ids", "padding_mask"}` arrays,
         scored in length-sorted batches trimmed of padding, in the original order.
 
-        Scoring runs `scoring_model()`: the same function and weights as this
-        model, with Gemma 3 blocks fused (`kgemma.model.fused_blocks`).
+        Scoring runs `scoring_model(int8=int8)`: the same function and weights as
+        this model, with Gemma 3 blocks fused (`kgemma.model.fused_blocks`).
         """
         token_ids = np.asarray(features["token_ids"])
         padding_mask = np.asarray(features["padding_mask"])
-        logits = np.zeros((len(token_ids), self.num_classes), dtype="float32")
-        model = self.scoring_model()
-        for rows, width in length_sorted_batches(padding_mask.sum(axis=1), batch_size, limit=token_ids.shape[1]):
-            batch = {"token_ids": token_ids[rows, :width], "padding_mask": padding_mask[rows, :width]}
-            logits[rows] = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+        logits = predict_rows(
+            self.scoring_model(int8=int8).predict_on_batch,
+            padding_mask.sum(axis=1),
+            batch_size,
+            limit=token_ids.shape[1],
+            batch_inputs=lambda rows, width: {"token_ids": token_ids[rows, :width], "padding_mask": padding_mask[rows, :width]},
+        ).astype("float32")
         check_finite(logits)
         return logits
 
@@ -383,6 +466,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             "dropout": self.dropout,
             "temperature": self.temperature,
         }
+        if self.backbone_layers is not None:
+            config["backbone_layers"] = self.backbone_layers
         if self.preprocessor is not None:
             config.update(
                 sequence_length=self.preprocessor.sequence_length,
@@ -400,3 +485,30 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             base_preset=self.base_preset,
         )
         return config
+
+
+def _is_saved_classifier(handle, cls):
+    """Whether a preset holds a saved `cls` (`save_to_preset`), not a bare backbone."""
+    if not check_file_exists(handle, TASK_CONFIG_FILE):
+        return False
+    return issubclass(check_config_class(load_json(handle, TASK_CONFIG_FILE)), cls)
+
+
+def _load_saved_classifier(cls, handle, load_weights, backbone_kwargs, kwargs):
+    """keras-hub's own task loader: the config from `task.json`, the LoRA and head
+    weights from `task.weights.h5`, the backbone's from its weights file."""
+    given = sorted(set(kwargs) & set(PREPROCESSOR_ARGS + ("backbone_layers", "preprocessor", "backbone")))
+    if given:
+        raise ValueError(
+            f"{handle} holds a saved classifier with its own preprocessor and backbone; {', '.join(given)} "
+            "cannot change on loading. Load it, then change the preprocessor's attributes (e.g. sequence_length)."
+        )
+    return get_preset_loader(handle).load_task(cls, load_weights, True, **backbone_kwargs, **kwargs)
+
+
+def _is_texts(x):
+    """Whether `x` is a list (or array) of review texts, not a dataset or arrays of ids."""
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "UO" and x.size > 0 and isinstance(x.flat[0], str)
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(t, str) for t in x)
+

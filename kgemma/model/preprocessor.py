@@ -1,16 +1,15 @@
 """Text -> token ids and padding mask for `GemmaSentimentClassifier`."""
 
 import keras
+import numpy as np
 import keras_hub
 import tensorflow as tf
 from keras_hub.src.utils.tensor_utils import preprocessing_function
 
+from kgemma.data.reviews import LABEL_NAMES
 from kgemma.model.text import clean_review_text
 from kgemma.model.truncation import TRUNCATIONS
 from kgemma.model.truncation import truncate_tokens
-
-DEFAULT_LABEL_NAMES = ("negative", "positive")
-
 
 @keras.saving.register_keras_serializable(package="kgemma")
 class GemmaSentimentClassifierPreprocessor(keras_hub.models.TextClassifierPreprocessor):
@@ -47,7 +46,7 @@ class GemmaSentimentClassifierPreprocessor(keras_hub.models.TextClassifierPrepro
         sequence_length=256,
         truncation="head",
         clean_html=True,
-        label_names=DEFAULT_LABEL_NAMES,
+        label_names=LABEL_NAMES,
         **kwargs,
     ):
         if truncation not in TRUNCATIONS:
@@ -157,3 +156,15 @@ class GemmaSentimentClassifierPreprocessor(keras_hub.models.TextClassifierPrepro
             }
         )
         return config
+
+
+def tokenize(preprocessor, texts, chunk=512):
+    """Token ids and padding masks for all `texts`, as numpy arrays, preprocessed
+    `chunk` texts at a time (so memory stays flat on a long list)."""
+    ids, masks = [], []
+    for start in range(0, len(texts), chunk):
+        x = preprocessor(texts[start : start + chunk])
+        ids.append(np.asarray(x["token_ids"]))
+        masks.append(np.asarray(x["padding_mask"]))
+    return {"token_ids": np.concatenate(ids), "padding_mask": np.concatenate(masks)}
+

@@ -5,28 +5,20 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
-# IMDB reviews carry `<br />` line breaks and the odd HTML entity.
-_BREAK = r"(?i)<br\s*/?>"
-_TAG = r"</?[A-Za-z][^<>]*>"
-_ENTITIES = {
-    "&quot;": '"',
-    "&#39;": "'",
-    "&apos;": "'",
-    "&lt;": "<",
-    "&gt;": ">",
-    "&nbsp;": " ",
-    "&amp;": "&",  # Last, so "&amp;lt;" stays "&lt;".
-}
+from kgemma.data.text import BREAK
+from kgemma.data.text import ENTITIES
+from kgemma.data.text import SPACE
+from kgemma.data.text import TAG
 
 
 def clean_review_text(texts):
-    """Replace `<br />` with a space, drop other HTML tags, decode common entities,
-    and collapse runs of white space. Works on string tensors of any shape."""
-    texts = tf.strings.regex_replace(texts, _BREAK, " ")
-    texts = tf.strings.regex_replace(texts, _TAG, "")
-    for entity, char in _ENTITIES.items():
+    """`kgemma.data.text.clean_text` on string tensors of any shape, in TensorFlow
+    so that it runs inside `tf.data`."""
+    texts = tf.strings.regex_replace(texts, BREAK, " ")
+    texts = tf.strings.regex_replace(texts, TAG, "")
+    for entity, char in ENTITIES.items():
         texts = tf.strings.regex_replace(texts, entity, char, replace_global=True)
-    texts = tf.strings.regex_replace(texts, r"\s+", " ")
+    texts = tf.strings.regex_replace(texts, SPACE, " ")
     return tf.strings.strip(texts)
 
 

@@ -8,4 +8,5 @@ from kgemma.presets.embedded import read_source_info
 from kgemma.presets.gguf_conversion import convert_gguf
 from kgemma.presets.resolve import backbone_config
 from kgemma.presets.resolve import known_gemma_presets
+from kgemma.presets.resolve import preset_catalog
 from kgemma.presets.resolve import resolve_preset

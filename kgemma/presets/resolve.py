@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from kgemma.presets.embedded import EMBEDDED_NAME
+from kgemma.presets.embedded import EMBEDDED_PACKAGE
 from kgemma.presets.embedded import embedded_preset_dir
 from kgemma.presets.embedded import gguf_preset_dir
 
@@ -17,15 +19,36 @@ def known_gemma_presets():
     return sorted(names)
 
 
+def preset_catalog():
+    """The presets `GemmaSentimentClassifier` loads, as keras-hub lists presets:
+    `{name: {"metadata": ..., "kaggle_handle": ...}}`, the embedded model first."""
+    import keras_hub
+
+    catalog = {
+        EMBEDDED_NAME: {
+            "metadata": {
+                "description": f"Google's pretrained Gemma 3 270M from the PyPI package {EMBEDDED_PACKAGE}, "
+                "converted once and cached; kgemma's default (`from_preset()`), offline.",
+                "params": 268098176,
+                "path": "gemma3",
+            },
+            "kaggle_handle": None,
+        }
+    }
+    for backbone_cls in (keras_hub.models.GemmaBackbone, keras_hub.models.Gemma3Backbone):
+        catalog.update(backbone_cls.presets)
+    return catalog
+
+
 def resolve_preset(preset=None):
     """Return a preset handle (name, URI or local directory) for keras-hub.
 
     Args:
-        preset: `None` for the embedded Gemma 3 270M; a keras-hub Gemma preset name
+        preset: `None` (or `"gemma3_270m_gguf"`) for the embedded Gemma 3 270M; a keras-hub Gemma preset name
             (e.g. `"gemma_2b_en"`); a `kaggle://`, `hf://` or `gs://` handle; a local
             preset directory; or a path to a `.gguf` file.
     """
-    if preset is None:
+    if preset is None or preset == EMBEDDED_NAME:
         return str(embedded_preset_dir())
     if not isinstance(preset, (str, Path)):
         raise TypeError(f"preset must be a string or path, got {type(preset).__name__}.")

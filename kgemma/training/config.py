@@ -31,8 +31,12 @@ class TrainingConfig:
         truncation: `"head"`, `"tail"` or `"head_tail"`.
         pooling: `"mean"` or `"last"`.
         dropout: dropout before the classification head.
+        label_smoothing: share of each training label spread evenly over the
+            classes (`kgemma.training.loss`); validation loss stays unsmoothed.
         lora_rank, lora_alpha, lora_dropout, lora_targets: the LoRA settings.
         lora_layers: adapt only the top N decoder blocks (`None`: all of them).
+        backbone_layers: keep only the backbone's first N decoder blocks (`None`:
+            all of them); `lora_layers` then counts from the top of those.
         cache_prefix: with `lora_layers`, compute the frozen lower blocks' output
             once per review and train only the upper blocks and head on it
             (the same computation, run once instead of every epoch).
@@ -60,11 +64,13 @@ class TrainingConfig:
     truncation: str = "head"
     pooling: str = "mean"
     dropout: float = 0.1
+    label_smoothing: float = 0.0
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.1
     lora_targets: str = "query_value"
     lora_layers: int = None
+    backbone_layers: int = None
     cache_prefix: bool = True
     jit_compile: bool = None
     dtype: str = None
@@ -81,6 +87,8 @@ class TrainingConfig:
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}.")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}.")
 
@@ -97,7 +105,7 @@ class TrainingConfig:
 
     def classifier_options(self):
         """The `GemmaSentimentClassifier.from_preset` arguments this config sets."""
-        names = ("sequence_length", "truncation", "pooling", "dropout", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_layers")
+        names = ("sequence_length", "truncation", "pooling", "dropout", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_layers", "backbone_layers")
         return {name: getattr(self, name) for name in names}
 
     def to_json(self):

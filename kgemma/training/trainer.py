@@ -8,13 +8,17 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from scipy.special import log_softmax
 
-from kgemma.model.batching import length_sorted_batches
+from kgemma.model.batching import batch_outputs
+from kgemma.model.batching import predict_rows
+from kgemma.model.preprocessor import tokenize
 from kgemma.scaling.distribution import SingleDevice
-from kgemma.training.batches import epoch_batches
+from kgemma.model.batching import epoch_batches
 from kgemma.training.checkpoint import load_state
 from kgemma.training.checkpoint import save_state
 from kgemma.training.history import History
+from kgemma.training.loss import training_loss
 from kgemma.training.prefix_cache import PrefixStates
 from kgemma.training.prefix_cache import cache_key
 from kgemma.training.prefix_cache import cached_prefix_states
@@ -42,16 +46,6 @@ def make_optimizer(config, total_steps):
     )
 
 
-def tokenize(preprocessor, texts, chunk=512):
-    """Token ids and padding masks for all texts, as numpy arrays."""
-    ids, masks = [], []
-    for start in range(0, len(texts), chunk):
-        x = preprocessor(texts[start : start + chunk])
-        ids.append(np.asarray(x["token_ids"]))
-        masks.append(np.asarray(x["padding_mask"]))
-    return {"token_ids": np.concatenate(ids), "padding_mask": np.concatenate(masks)}
-
-
 def model_inputs(features, rows, width, states=None):
     """A batch for the model: token ids, or the frozen prefix's cached states."""
     mask = features["padding_mask"][rows, :width]
@@ -66,15 +60,14 @@ def model_inputs(features, rows, width, states=None):
 def predict_logits(model, features, batch_size, states=None, distribution=None):
     """`model`'s outputs for every row, in length-sorted batches trimmed of padding."""
     plan = distribution or SingleDevice()
-    lengths = features["padding_mask"].sum(axis=1)
-    logits = None
-    for rows, width in length_sorted_batches(lengths, batch_size, limit=features["token_ids"].shape[1]):
+    return predict_rows(
         # keras.Model's own predict step (the batch is already preprocessed), split across replicas.
-        out = plan.predict_on_batch(model, model_inputs(features, rows, width, states))
-        if logits is None:
-            logits = np.zeros((len(lengths),) + out.shape[1:], dtype=out.dtype)
-        logits[rows] = out
-    return logits
+        lambda batch: plan.predict_on_batch(model, batch),
+        features["padding_mask"].sum(axis=1),
+        batch_size,
+        limit=features["token_ids"].shape[1],
+        batch_inputs=lambda rows, width: model_inputs(features, rows, width, states),
+    )
 
 
 def keras_jit_compile(setting):
@@ -101,8 +94,14 @@ def prefix_states(classifier, features, batch_size, jit_compile=None, distributi
 
     def fill(flat):
         bar = keras.utils.Progbar(len(lengths), verbose=verbose, unit_name="review")
-        for rows, width in length_sorted_batches(lengths, batch_size, limit=features["token_ids"].shape[1]):
-            out = plan.predict_on_batch(prefix, model_inputs(features, rows, width))
+        batches = batch_outputs(
+            lambda batch: plan.predict_on_batch(prefix, batch),
+            lengths,
+            batch_size,
+            limit=features["token_ids"].shape[1],
+            batch_inputs=lambda rows, width: model_inputs(features, rows, width),
+        )
+        for rows, out in batches:
             for j, i in enumerate(rows):
                 flat[offsets[i] : offsets[i + 1]] = out[j, : lengths[i]]
             bar.add(len(set(rows.tolist())))
@@ -130,11 +129,12 @@ def training_model(classifier, config, total_steps, distribution=None, depth=Non
     use_cache = config.cache_prefix and config.lora_layers is not None and classifier.frozen_depth > 0
     jit_compile = keras_jit_compile(config.jit_compile)
     with (distribution or SingleDevice()).scope():
-        classifier.compile(optimizer=make_optimizer(config, total_steps), jit_compile=jit_compile)
+        loss = training_loss(classifier, config.label_smoothing)
+        classifier.compile(optimizer=make_optimizer(config, total_steps), loss=loss, jit_compile=jit_compile)
         if not use_cache:
             return _check_adapters_train(classifier, classifier), False
         upper = classifier.upper_stack(depth)
-        _compile_upper(upper, classifier, jit_compile)
+        _compile_upper(upper, classifier, loss, jit_compile)
     return _check_adapters_train(upper, classifier), True
 
 
@@ -152,11 +152,11 @@ def _check_adapters_train(model, classifier):
     return model
 
 
-def _compile_upper(upper, classifier, jit_compile):
+def _compile_upper(upper, classifier, loss, jit_compile):
     """Compile the upper stack with the classifier's optimizer (one optimizer state)."""
     upper.compile(
         optimizer=classifier.optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=classifier.activation != keras.activations.softmax),
+        loss=loss,
         metrics=[keras.metrics.SparseCategoricalAccuracy()],
         jit_compile=jit_compile,
     )
@@ -164,8 +164,7 @@ def _compile_upper(upper, classifier, jit_compile):
 
 def loss_and_accuracy(logits, labels):
     """Mean cross-entropy and accuracy of logits against integer labels."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = log_softmax(logits, axis=1)
     loss = -log_probs[np.arange(len(labels)), labels].mean()
     return float(loss), float((logits.argmax(axis=1) == labels).mean())
 
