@@ -54,15 +54,11 @@ def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):
     if adapter:
         from kgemma.data import load_imdb
         from kgemma.data import stratified_sample
-        from kgemma.model.batching import length_sorted_batches
+        from kgemma.model.preprocessor import tokenize
 
         reviews = stratified_sample(load_imdb("test", data), sample, seed=0)
-        features = {k: np.asarray(v) for k, v in clf.preprocessor(reviews.texts).items()}
-        model = clf.scoring_model(int8=int8)
-        logits = np.zeros((len(reviews), clf.num_classes), dtype="float32")
-        for rows, width in length_sorted_batches(features["padding_mask"].sum(axis=1), batch_size, limit=features["token_ids"].shape[1]):
-            batch = {k: v[rows, :width] for k, v in features.items()}
-            logits[rows] = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+        features = tokenize(clf.preprocessor, reviews.texts)
+        logits = clf.logits_for_features(features, batch_size=batch_size, int8=int8)
         result["scores"] = {"predicted": logits.argmax(axis=1).tolist(), "logits": logits.tolist(), "labels": reviews.labels.tolist()}
     return result
 
