@@ -7,7 +7,7 @@ IMDB ?= $(if $(wildcard ../shared/data/imdb/train.jsonl.gz),../shared/data/imdb,
 # Re-running into an existing run folder is refused; `make demo RUN=runs/demo2` picks another.
 RUN ?= runs/demo
 
-.PHONY: setup test demo clean
+.PHONY: setup lint test test-fast demo clean
 
 setup: $(VENV)/.installed
 
@@ -20,10 +20,19 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # The whole suite on TensorFlow, then the core model tests (tiny backbones) on JAX and torch, through KERAS_BACKEND.
 CORE_TESTS := tests/test_lora.py tests/test_fused_blocks.py tests/test_pooling.py
 
-test: setup
+# ruff's formatter and linter (configured in pyproject.toml); `make test` runs it first.
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+test: setup lint
 	$(BIN)/python -m pytest -q
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(CORE_TESTS)
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q $(CORE_TESTS)
+
+# A developer's quick loop: tiny backbones only, no command-line runs, subprocesses or real model.
+test-fast: setup
+	$(BIN)/python -m pytest -q -x -m "not slow and not real"
 
 # The main job: fine-tune the embedded Gemma 3 270M on a small real IMDB sample, then evaluate it.
 demo: setup

@@ -57,18 +57,20 @@ def ablation_data(data, train_rows, validation_rows, seed):
     return stratified_sample(rest, train_rows, seed=seed), validation
 
 
-def run_variant(name, config, train, validation, prefix_cache, cache_dir, eval_points, prefix_depth=None, logits_dir=None):
+def run_variant(
+    name, config, train, validation, prefix_cache, cache_dir, eval_points, prefix_depth=None, logits_dir=None
+):
     """Train one variant on cached prefix states; return its record (and, with
     `logits_dir`, save its final validation logits there as `NAME.npz`)."""
     import keras
 
     from kgemma import GemmaSentimentClassifier
     from kgemma.model.batching import epoch_batches
+    from kgemma.model.preprocessor import tokenize
     from kgemma.training.trainer import loss_and_accuracy
     from kgemma.training.trainer import model_inputs
     from kgemma.training.trainer import predict_logits
     from kgemma.training.trainer import prefix_states
-    from kgemma.model.preprocessor import tokenize
     from kgemma.training.trainer import training_model
 
     keras.utils.set_random_seed(config.seed)
@@ -80,7 +82,9 @@ def run_variant(name, config, train, validation, prefix_cache, cache_dir, eval_p
         features = tokenize(clf.preprocessor, train.texts)
         val_features = tokenize(clf.preprocessor, validation.texts)
         states, val_states = (
-            prefix_states(clf, f, config.batch_size, config.jit_compile, verbose=1, depth=prefix_depth, cache_dir=cache_dir)
+            prefix_states(
+                clf, f, config.batch_size, config.jit_compile, verbose=1, depth=prefix_depth, cache_dir=cache_dir
+            )
             for f in (features, val_features)
         )
         prefix_cache[key] = (features, val_features, states, val_states, states.seconds + val_states.seconds)
@@ -90,13 +94,23 @@ def run_variant(name, config, train, validation, prefix_cache, cache_dir, eval_p
     total_steps = steps_per_epoch * config.epochs
     model, cached = training_model(clf, config, total_steps, depth=prefix_depth)
     if not cached:
-        raise click.UsageError(f"Variant {name!r} has no frozen prefix to cache: set lora_layers below the backbone's depth.")
+        raise click.UsageError(
+            f"Variant {name!r} has no frozen prefix to cache: set lora_layers below the backbone's depth."
+        )
     checkpoints = {max(1, round(total_steps * f)) for f in eval_points}
-    record = {"variant": name, "config": config.to_dict(), "train_rows": len(train), "validation_rows": len(validation),
-              "prefix_seconds_train_and_validation": round(prefix_seconds, 1), "curve": []}  # fmt: skip
+    record = {
+        "variant": name,
+        "config": config.to_dict(),
+        "train_rows": len(train),
+        "validation_rows": len(validation),
+        "prefix_seconds_train_and_validation": round(prefix_seconds, 1),
+        "curve": [],
+    }
     train_seconds, step = 0.0, 0
     for epoch in range(config.epochs):
-        for rows, width in epoch_batches(lengths, config.batch_size, epoch, config.seed, features["token_ids"].shape[1]):
+        for rows, width in epoch_batches(
+            lengths, config.batch_size, epoch, config.seed, features["token_ids"].shape[1]
+        ):
             started = time.perf_counter()
             model.train_on_batch(model_inputs(features, rows, width, states), train.labels[rows])
             train_seconds += time.perf_counter() - started
@@ -104,31 +118,78 @@ def run_variant(name, config, train, validation, prefix_cache, cache_dir, eval_p
             if step in checkpoints:
                 val_logits = predict_logits(model, val_features, config.batch_size, val_states)
                 val_loss, val_accuracy = loss_and_accuracy(val_logits, validation.labels)
-                point = {"step": step, "reviews": step * config.batch_size, "train_seconds": round(train_seconds, 1),
-                         "val_loss": round(val_loss, 4), "val_accuracy": round(val_accuracy, 4)}  # fmt: skip
+                point = {
+                    "step": step,
+                    "reviews": step * config.batch_size,
+                    "train_seconds": round(train_seconds, 1),
+                    "val_loss": round(val_loss, 4),
+                    "val_accuracy": round(val_accuracy, 4),
+                }
                 record["curve"].append(point)
                 print(f"{name}: {point}", flush=True)
     record.update(record["curve"][-1])
     if logits_dir:
         Path(logits_dir).mkdir(parents=True, exist_ok=True)
-        np.savez(Path(logits_dir) / f"{name}.npz", logits=val_logits, labels=validation.labels, ids=np.asarray(validation.ids))
+        np.savez(
+            Path(logits_dir) / f"{name}.npz",
+            logits=val_logits,
+            labels=validation.labels,
+            ids=np.asarray(validation.ids),
+        )
     return record
 
 
 @click.command(context_settings={"max_content_width": 100})
 @click.option("--data", required=True, help="IMDB folder or tfds; only its train split is read.")
 @click.option("--recipe", default="report", show_default=True, help="Named recipe the variants start from.")
-@click.option("--common", default="", help="key=value,... over TrainingConfig fields that every variant shares (a variant's own win).")
+@click.option(
+    "--common",
+    default="",
+    help="key=value,... over TrainingConfig fields that every variant shares (a variant's own win).",
+)
 @click.option("--train-rows", default=4000, show_default=True)
 @click.option("--validation-rows", default=2000, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--variant", "variants", multiple=True, required=True, help="NAME:key=value,... over TrainingConfig fields. Repeatable.")
-@click.option("--eval-at", default="1.0", show_default=True, help="Fractions of training at which to score the validation rows: '0.5,1.0'.")
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    required=True,
+    help="NAME:key=value,... over TrainingConfig fields. Repeatable.",
+)
+@click.option(
+    "--eval-at",
+    default="1.0",
+    show_default=True,
+    help="Fractions of training at which to score the validation rows: '0.5,1.0'.",
+)
 @click.option("--cache-dir", default=None, help="Keep the frozen prefix's states here between runs.")
-@click.option("--prefix-depth", type=click.IntRange(min=1), default=None, help="Cache the prefix up to this block for every variant (at most each variant's frozen depth), so variants with different lora_layers share it. Their times then include the frozen blocks above it.")
+@click.option(
+    "--prefix-depth",
+    type=click.IntRange(min=1),
+    default=None,
+    help=(
+        "Cache the prefix up to this block for every variant (at most each variant's frozen depth), "
+        "so variants with different lora_layers share it. Their times then include the frozen blocks "
+        "above it."
+    ),
+)
 @click.option("--logits-dir", default=None, help="Save each variant's validation logits here (NAME.npz).")
 @click.option("--output", required=True, type=click.Path(dir_okay=False), help="JSON lines, one per variant.")
-def main(data, recipe, common, train_rows, validation_rows, seed, variants, eval_at, cache_dir, prefix_depth, logits_dir, output):
+def main(
+    data,
+    recipe,
+    common,
+    train_rows,
+    validation_rows,
+    seed,
+    variants,
+    eval_at,
+    cache_dir,
+    prefix_depth,
+    logits_dir,
+    output,
+):
     """Train each variant on the same rows and score it on the same validation rows."""
     from kgemma.training import recipe_config
 
@@ -138,11 +199,16 @@ def main(data, recipe, common, train_rows, validation_rows, seed, variants, eval
     for text in variants:
         name, settings = parse_variant(text)
         config = recipe_config(recipe, **{"seed": seed, **parse_variant(f"common:{common}")[1], **settings})
-        record = run_variant(name, config, train, validation, prefix_cache, cache_dir, eval_points, prefix_depth, logits_dir)
+        record = run_variant(
+            name, config, train, validation, prefix_cache, cache_dir, eval_points, prefix_depth, logits_dir
+        )
         with open(output, "a") as f:
             f.write(json.dumps(record) + "\n")
-        print(f"{name}: validation accuracy {record['val_accuracy']:.2%}, loss {record['val_loss']:.4f}, "
-              f"{record['train_seconds'] / 60:.1f} min of upper-block training", flush=True)  # fmt: skip
+        print(
+            f"{name}: validation accuracy {record['val_accuracy']:.2%}, loss {record['val_loss']:.4f}, "
+            f"{record['train_seconds'] / 60:.1f} min of upper-block training",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -29,12 +29,12 @@ MODES = "tensorflow:bfloat16,jax:bfloat16,torch:bfloat16,torch:int8"
 def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):
     """In a process of one Keras backend: time the frozen forward, score the sample."""
     import keras
-
-    from kgemma import GemmaSentimentClassifier
-    from kgemma.model.frozen_prefix import FrozenPrefix
     from speed import fixed_batches
     from speed import forward_flops
     from speed import time_batches
+
+    from kgemma import GemmaSentimentClassifier
+    from kgemma.model.frozen_prefix import FrozenPrefix
 
     int8 = mode == "int8"
     keras.utils.set_random_seed(0)
@@ -50,7 +50,9 @@ def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):
         seconds, warmup = time_batches(prefix.predict_on_batch, feeds)
         n = batch_size * batches
         flops = forward_flops(clf.backbone, [length] * n)
-        result["forward"].append({"length": length, "reviews_per_s": n / seconds, "gflops": flops / seconds / 1e9, "warmup_s": warmup})
+        result["forward"].append(
+            {"length": length, "reviews_per_s": n / seconds, "gflops": flops / seconds / 1e9, "warmup_s": warmup}
+        )
     if adapter:
         from kgemma.data import load_imdb
         from kgemma.data import stratified_sample
@@ -59,7 +61,11 @@ def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):
         reviews = stratified_sample(load_imdb("test", data), sample, seed=0)
         features = tokenize(clf.preprocessor, reviews.texts)
         logits = clf.logits_for_features(features, batch_size=batch_size, int8=int8)
-        result["scores"] = {"predicted": logits.argmax(axis=1).tolist(), "logits": logits.tolist(), "labels": reviews.labels.tolist()}
+        result["scores"] = {
+            "predicted": logits.argmax(axis=1).tolist(),
+            "logits": logits.tolist(),
+            "labels": reviews.labels.tolist(),
+        }
     return result
 
 
@@ -68,7 +74,11 @@ def run_mode(backend, mode, args):
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        return {"backend": backend, "mode": mode, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+        return {
+            "backend": backend,
+            "mode": mode,
+            "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
+        }
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -80,8 +90,11 @@ def print_results(ceilings, results, reference):
             print(f"{label}: failed: {r['error']}")
             continue
         for f in r["forward"]:
-            print(f"{label} frozen forward, 8 x {f['length']}: {f['reviews_per_s']:6.2f} reviews/s, "
-                  f"{f['gflops']:4.0f} GFLOP/s = {f['gflops'] / ceiling:.0%} of the bfloat16 ceiling (first pass {f['warmup_s']:.0f} s)")  # fmt: skip
+            print(
+                f"{label} frozen forward, 8 x {f['length']}: {f['reviews_per_s']:6.2f} reviews/s, "
+                f"{f['gflops']:4.0f} GFLOP/s = {f['gflops'] / ceiling:.0%} of the bfloat16 ceiling (first pass "
+                f"{f['warmup_s']:.0f} s)"
+            )
         if "scores" in r:
             s = r["scores"]
             accuracy = float(np.mean(np.asarray(s["predicted"]) == np.asarray(s["labels"])))
@@ -89,17 +102,26 @@ def print_results(ceilings, results, reference):
             if reference is not None and r is not reference:
                 agree = float(np.mean(np.asarray(s["predicted"]) == np.asarray(reference["scores"]["predicted"])))
                 gap = float(np.abs(np.asarray(s["logits"]) - np.asarray(reference["scores"]["logits"])).max())
-                line += f"; agrees with {reference['backend']} {reference['mode']} on {agree:.1%}, logits within {gap:.3f}"
+                line += (
+                    f"; agrees with {reference['backend']} {reference['mode']} on {agree:.1%}, logits within {gap:.3f}"
+                )
             print(line)
 
 
 @click.command()
-@click.option("--data", default="../shared/data/imdb", show_default=True, help="IMDB folder or tfds (for --adapter's sample).")
+@click.option(
+    "--data", default="../shared/data/imdb", show_default=True, help="IMDB folder or tfds (for --adapter's sample)."
+)
 @click.option("--modes", default=MODES, show_default=True, help="BACKEND:MODE,...; MODE is bfloat16 or int8 (torch).")
 @click.option("--lengths", default="256,512", show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--batches", default=3, show_default=True, help="Batches per length.")
-@click.option("--adapter", type=click.Path(exists=True, dir_okay=False), default=None, help="A trained adapter: score the test sample in every mode.")
+@click.option(
+    "--adapter",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A trained adapter: score the test sample in every mode.",
+)
 @click.option("--sample", default=500, show_default=True, help="Test reviews scored with --adapter.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write the figures as JSON.")
 @click.option("--worker", default=None, hidden=True)
@@ -113,7 +135,18 @@ def main(data, modes, lengths, batch_size, batches, adapter, sample, output, wor
 
     ceilings = machine_ceilings()
     print_ceilings(ceilings)
-    args = ["--data", data, "--lengths", ",".join(map(str, lengths)), "--batch-size", str(batch_size), "--batches", str(batches), "--sample", str(sample)]
+    args = [
+        "--data",
+        data,
+        "--lengths",
+        ",".join(map(str, lengths)),
+        "--batch-size",
+        str(batch_size),
+        "--batches",
+        str(batches),
+        "--sample",
+        str(sample),
+    ]
     if adapter:
         args += ["--adapter", adapter]
     results = []

@@ -51,11 +51,19 @@ def main(batch_size, sequence_length, lora_layers, steps):
     infer = estimate_memory(config, batch_size, sequence_length, lora_layers=lora_layers, training=False)
     train = estimate_memory(config, batch_size, sequence_length, lora_layers=lora_layers)
     print(f"batch {batch_size} x {sequence_length} tokens, float32, LoRA on {lora_layers or 'all'} blocks")
-    print(f"measured peak RSS: {start:.2f} GiB before loading, {loaded:.2f} after, {forward:.2f} after a forward pass, {trained:.2f} after {steps} training steps")
+    print(
+        f"measured peak RSS: {start:.2f} GiB before loading, {loaded:.2f} after, {forward:.2f} after "
+        f"a forward pass, {trained:.2f} after {steps} training steps"
+    )
     print(f"estimated weights {train.weights / 1024**3:.2f} GiB; measured load increment {loaded - start:.2f} GiB")
-    print(f"estimated inference activations {infer.activations / 1024**3:.2f} GiB; measured forward increment {forward - loaded:.2f} GiB")
-    print(f"estimated training activations + LoRA state {(train.activations + train.trainable_state) / 1024**3:.2f} GiB; "
-          f"measured training increment over the forward pass {trained - forward:.2f} GiB")  # fmt: skip
+    print(
+        f"estimated inference activations {infer.activations / 1024**3:.2f} GiB; measured forward increment "
+        f"{forward - loaded:.2f} GiB"
+    )
+    print(
+        f"estimated training activations + LoRA state {(train.activations + train.trainable_state) / 1024**3:.2f} GiB; "
+        f"measured training increment over the forward pass {trained - forward:.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

@@ -30,16 +30,23 @@ def load_peer(max_length, lora_layers, dtype="float32"):
 
     gguf = Path(embedded_gguf_path())
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForSequenceClassification.from_pretrained(gguf.parent, gguf_file=gguf.name, num_labels=2, dtype=getattr(torch, dtype))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, num_labels=2, dtype=getattr(torch, dtype)
+    )
     model.config.pad_token_id = tokenizer.pad_token_id
     layers = None
     if lora_layers:
         total = model.config.num_hidden_layers
         layers = list(range(total - lora_layers, total))
     config = LoraConfig(
-        task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1, bias="none",
-        target_modules=["q_proj", "v_proj"], layers_to_transform=layers,
-    )  # fmt: skip
+        task_type="SEQ_CLS",
+        r=8,
+        lora_alpha=16,
+        lora_dropout=0.1,
+        bias="none",
+        target_modules=["q_proj", "v_proj"],
+        layers_to_transform=layers,
+    )
     # With a bfloat16 base, PEFT keeps the adapters float32 (autocast_adapter_dtype).
     model = get_peft_model(model, config)
     return tokenizer, model
@@ -50,7 +57,9 @@ def batches_of(tokenizer, texts, labels, order, batch_size, max_length):
 
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in rows], padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+        batch = tokenizer(
+            [texts[i] for i in rows], padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
+        )
         batch["labels"] = torch.tensor([labels[i] for i in rows])
         yield batch
 
@@ -71,7 +80,9 @@ def review_orders(tokenizer, texts, order, batch_size, max_length):
         return given, given
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
     inference = sorted(given, key=lambda i: lengths[i])
-    training = get_length_grouped_indices(lengths, batch_size, mega_batch_mult=50, generator=torch.Generator().manual_seed(0))
+    training = get_length_grouped_indices(
+        lengths, batch_size, mega_batch_mult=50, generator=torch.Generator().manual_seed(0)
+    )
     return inference, training
 
 
@@ -99,7 +110,12 @@ def timed_pass(run, batches):
 @click.option("--batches", default=3, help="Batches for the fixed-length measurement.")
 @click.option("--lora-layers", default=0, help="Adapt only the top N layers (0: all).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", help="The base model's dtype.")
-@click.option("--order", type=click.Choice(["given", "grouped"]), default="given", help="Batch the reviews as given, or grouped by length (the peer at its best).")
+@click.option(
+    "--order",
+    type=click.Choice(["given", "grouped"]),
+    default="given",
+    help="Batch the reviews as given, or grouped by length (the peer at its best).",
+)
 def main(texts, output, max_length, batch_size, fixed_length, batches, lora_layers, dtype, order):
     import torch
 
@@ -123,13 +139,17 @@ def main(texts, output, max_length, batch_size, fixed_length, batches, lora_laye
 
     inference_order, training_order = review_orders(tokenizer, data["texts"], order, batch_size, max_length)
     real = {
-        "inference": list(batches_of(tokenizer, data["texts"], data["labels"], inference_order, batch_size, max_length)),
+        "inference": list(
+            batches_of(tokenizer, data["texts"], data["labels"], inference_order, batch_size, max_length)
+        ),
         "training": list(batches_of(tokenizer, data["texts"], data["labels"], training_order, batch_size, max_length)),
     }
     rng = np.random.default_rng(0)
     ids = torch.tensor(rng.integers(4, 8000, size=(batches, batch_size, fixed_length)))
     ids[:, :, 0] = tokenizer.bos_token_id
-    fixed = [{"input_ids": b, "attention_mask": torch.ones_like(b), "labels": torch.arange(batch_size) % 2} for b in ids]
+    fixed = [
+        {"input_ids": b, "attention_mask": torch.ones_like(b), "labels": torch.arange(batch_size) % 2} for b in ids
+    ]
 
     result = {"versions": versions(), "dtype": dtype, "order": order}
     n_real, n_fixed = len(data["texts"]), batches * batch_size

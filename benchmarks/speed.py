@@ -32,7 +32,9 @@ def machine_ceilings():
     each in its own process. The bfloat16 ceiling is the best any framework reaches."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     result = {"cores": os.cpu_count(), "cpu": _cpu_model(flags)}
-    result.update({flag: f" {flag} " in flags for flag in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")})
+    result.update(
+        {flag: f" {flag} " in flags for flag in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")}
+    )
     frameworks = {}
     for framework in ("numpy", "tensorflow", "torch"):
         done = subprocess.run([sys.executable, str(HERE / "ceilings.py"), framework], capture_output=True, text=True)
@@ -53,7 +55,10 @@ def print_ceilings(c):
     amx = "AMX" if c["amx_bf16"] else "no AMX"
     print(f"machine: {c['cores']} cores, {c['cpu']}, AVX-512 {c['avx512f']}, AVX512-BF16 {c['avx512_bf16']}, {amx}")
     for name, figures in c["frameworks"].items():
-        print(f"  matmul 2048^3 through {name}: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in figures.items() if k != "version"))
+        print(
+            f"  matmul 2048^3 through {name}: "
+            + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in figures.items() if k != "version")
+        )
     print(f"  ceilings: float32 {c['float32_gflops']:.0f}, bfloat16 {c['bfloat16_gflops']:.0f} GFLOP/s")
 
 
@@ -122,24 +127,45 @@ def bench_fixed(clf, lengths, batch_size, n_batches, ceilings, train):
             seconds, warmup = time_batches(model.predict_on_batch, batches)
             gflops = flops / seconds / 1e9
             rows.append(
-                {"mode": mode, "length": length, "reviews_per_s": n / seconds, "tokens_per_s": n * length / seconds, "gflops": gflops,
-                 "of_bfloat16_ceiling": gflops / ceilings["bfloat16_gflops"], "of_float32_ceiling": gflops / ceilings["float32_gflops"],
-                 "warmup_s": warmup}
-            )  # fmt: skip
+                {
+                    "mode": mode,
+                    "length": length,
+                    "reviews_per_s": n / seconds,
+                    "tokens_per_s": n * length / seconds,
+                    "gflops": gflops,
+                    "of_bfloat16_ceiling": gflops / ceilings["bfloat16_gflops"],
+                    "of_float32_ceiling": gflops / ceilings["float32_gflops"],
+                    "warmup_s": warmup,
+                }
+            )
     if train:
         model, _ = training_model(clf, TrainingConfig(jit_compile=clf.jit_compile), 1000)
         labels = np.arange(batch_size) % 2
         batches = fixed_batches(train, batch_size, n_batches)
         seconds, warmup = time_batches(lambda b: keras.Model.train_on_batch(model, b, labels), batches)
-        rows.append({"mode": "training", "length": train, "reviews_per_s": n / seconds, "tokens_per_s": n * train / seconds, "warmup_s": warmup})
+        rows.append(
+            {
+                "mode": "training",
+                "length": train,
+                "reviews_per_s": n / seconds,
+                "tokens_per_s": n * train / seconds,
+                "warmup_s": warmup,
+            }
+        )
     return rows
 
 
 def print_fixed(dtype, rows):
     for row in rows:
-        extra = f", {row['gflops']:.0f} GFLOP/s = {row['of_bfloat16_ceiling']:.0%} of the bfloat16 ceiling" if "gflops" in row else ""
-        print(f"{dtype:>8} fixed {row['length']:>3} {row['mode']:<33}: {row['reviews_per_s']:6.2f} reviews/s, "
-              f"{row['tokens_per_s']:5.0f} tokens/s{extra} (untimed first pass {row['warmup_s']:.0f} s)")  # fmt: skip
+        extra = (
+            f", {row['gflops']:.0f} GFLOP/s = {row['of_bfloat16_ceiling']:.0%} of the bfloat16 ceiling"
+            if "gflops" in row
+            else ""
+        )
+        print(
+            f"{dtype:>8} fixed {row['length']:>3} {row['mode']:<33}: {row['reviews_per_s']:6.2f} reviews/s, "
+            f"{row['tokens_per_s']:5.0f} tokens/s{extra} (untimed first pass {row['warmup_s']:.0f} s)"
+        )
 
 
 def real_sample(data, n, seed):
@@ -154,24 +180,30 @@ def bench_real(clf, reviews, batch_size, epochs, cache_prefix, train=True):
     inference batches and length-bucketed training batches."""
     import keras
 
-    from kgemma.training import TrainingConfig
     from kgemma.model.batching import epoch_batches
+    from kgemma.model.preprocessor import tokenize
+    from kgemma.training import TrainingConfig
     from kgemma.training.trainer import model_inputs
     from kgemma.training.trainer import prefix_states
-    from kgemma.model.preprocessor import tokenize
     from kgemma.training.trainer import training_model
 
     features = tokenize(clf.preprocessor, reviews.texts)
     lengths = features["padding_mask"].sum(axis=1)
     limit = features["token_ids"].shape[1]
-    result = {"tokens_mean": float(lengths.mean()), "tokens_median": float(np.median(lengths)), "tokens_max": int(lengths.max())}
+    result = {
+        "tokens_mean": float(lengths.mean()),
+        "tokens_median": float(np.median(lengths)),
+        "tokens_max": int(lengths.max()),
+    }
     seconds, warmup = time_batches(lambda _: clf.logits_for_features(features, batch_size), [None])
     result["inference_reviews_per_s"] = len(reviews) / seconds
     result["inference_warmup_s"] = warmup
     if not train:
         return result
 
-    config = TrainingConfig(lora_layers=clf.lora_layers, cache_prefix=cache_prefix, jit_compile=clf.jit_compile, batch_size=batch_size)
+    config = TrainingConfig(
+        lora_layers=clf.lora_layers, cache_prefix=cache_prefix, jit_compile=clf.jit_compile, batch_size=batch_size
+    )
     model, cached = training_model(clf, config, 1000)
     labels = reviews.labels
     prefix_seconds, states = 0.0, None
@@ -201,10 +233,28 @@ def run_peer(reviews, args):
         texts = Path(tmp) / "texts.json"
         texts.write_text(json.dumps({"texts": reviews.texts, "labels": reviews.labels.tolist()}))
         out = Path(tmp) / "peer.json"
-        command = [sys.executable, str(HERE / "peer.py"), "--texts", str(texts), "--output", str(out),
-                   "--max-length", str(args["max_length"]), "--batch-size", str(args["batch_size"]),
-                   "--fixed-length", "256", "--batches", str(args["batches"]),
-                   "--lora-layers", str(args["peer_lora_layers"] or 0), "--dtype", args["dtype"], "--order", args["order"]]  # fmt: skip
+        command = [
+            sys.executable,
+            str(HERE / "peer.py"),
+            "--texts",
+            str(texts),
+            "--output",
+            str(out),
+            "--max-length",
+            str(args["max_length"]),
+            "--batch-size",
+            str(args["batch_size"]),
+            "--fixed-length",
+            "256",
+            "--batches",
+            str(args["batches"]),
+            "--lora-layers",
+            str(args["peer_lora_layers"] or 0),
+            "--dtype",
+            args["dtype"],
+            "--order",
+            args["order"],
+        ]
         subprocess.run(command, check=True)
         return json.loads(out.read_text())
 
@@ -216,25 +266,75 @@ QUICK = {"sample": 16, "lengths": "256", "dtypes": "bfloat16", "lora_layers_opti
 
 @click.command()
 @click.option("--data", required=True, type=click.Path(exists=True), help="IMDB folder (test.jsonl.gz) or tfds.")
-@click.option("--sample", default=64, show_default=True, help="Seeded, stratified test reviews for the real-length runs.")
-@click.option("--max-length", default=512, show_default=True, help="Sequence limit for the real-length runs, <bos> included.")
+@click.option(
+    "--sample", default=64, show_default=True, help="Seeded, stratified test reviews for the real-length runs."
+)
+@click.option(
+    "--max-length", default=512, show_default=True, help="Sequence limit for the real-length runs, <bos> included."
+)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--batches", default=3, show_default=True, help="Batches per fixed-length measurement.")
 @click.option("--lengths", default="128,256,512", show_default=True, help="Fixed lengths for inference.")
 @click.option("--dtypes", default="float32,bfloat16", show_default=True)
-@click.option("--lora-layers", "lora_layers_options", default="all,4", show_default=True, help="LoRA on all blocks and/or the top N: 'all,4'.")
-@click.option("--epochs", default=3, show_default=True, help="Epochs for the real-length training runs (the report's 3).")
+@click.option(
+    "--lora-layers",
+    "lora_layers_options",
+    default="all,4",
+    show_default=True,
+    help="LoRA on all blocks and/or the top N: 'all,4'.",
+)
+@click.option(
+    "--epochs", default=3, show_default=True, help="Epochs for the real-length training runs (the report's 3)."
+)
 @click.option("--jit-compile/--no-jit-compile", default=None, help="Force XLA on or off (default: Keras decides).")
 @click.option("--real/--no-real", default=True, show_default=True, help="Also time the real IMDB length distribution.")
 @click.option("--peer/--no-peer", default=False, help="Also time the transformers + PEFT peer in the same run.")
-@click.option("--peer-modes", default=PEER_MODES, show_default=True, help="The peer's base dtypes; '-grouped' batches by length (sorted inference, group_by_length training).")
-@click.option("--quick", is_flag=True, help=f"A check of a machine in under 3 minutes: {QUICK}, no fixed-shape training; prints the headline figures as JSON.")
+@click.option(
+    "--peer-modes",
+    default=PEER_MODES,
+    show_default=True,
+    help="The peer's base dtypes; '-grouped' batches by length (sorted inference, group_by_length training).",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help=(
+        f"A check of a machine in under 3 minutes: {QUICK}, no fixed-shape training; prints the headline "
+        "figures as JSON."
+    ),
+)
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write the figures as JSON.")
-def main(data, sample, max_length, batch_size, batches, lengths, dtypes, lora_layers_options, epochs, jit_compile, real, peer, peer_modes, quick, output):
+def main(
+    data,
+    sample,
+    max_length,
+    batch_size,
+    batches,
+    lengths,
+    dtypes,
+    lora_layers_options,
+    epochs,
+    jit_compile,
+    real,
+    peer,
+    peer_modes,
+    quick,
+    output,
+):
     """Benchmark inference and LoRA training speed of the embedded model."""
     if quick:
-        sample, lengths, dtypes, lora_layers_options, batches, epochs = (QUICK[k] for k in ("sample", "lengths", "dtypes", "lora_layers_options", "batches", "epochs"))
-    results = {"settings": {"sample": sample, "max_length": max_length, "batch_size": batch_size, "epochs": epochs, "quick": quick}}
+        sample, lengths, dtypes, lora_layers_options, batches, epochs = (
+            QUICK[k] for k in ("sample", "lengths", "dtypes", "lora_layers_options", "batches", "epochs")
+        )
+    results = {
+        "settings": {
+            "sample": sample,
+            "max_length": max_length,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "quick": quick,
+        }
+    }
     results["machine"] = ceilings = machine_ceilings()
     print_ceilings(ceilings)
     reviews = real_sample(data, sample, seed=0)
@@ -247,10 +347,14 @@ def main(data, sample, max_length, batch_size, batches, lengths, dtypes, lora_la
             run = {"dtype": dtype, "lora_layers": option, "jit_compile": bool(clf.jit_compile)}
             if option == lora_layers_options.split(",")[0]:
                 fixed_lengths = [int(x) for x in lengths.split(",")]
-                run["fixed"] = bench_fixed(clf, fixed_lengths, batch_size, batches, ceilings, train=None if quick else 256)
+                run["fixed"] = bench_fixed(
+                    clf, fixed_lengths, batch_size, batches, ceilings, train=None if quick else 256
+                )
                 print_fixed(dtype, run["fixed"])
             if real:
-                run["real"] = real_run = bench_real(clf, reviews, batch_size, epochs, cache_prefix=True, train=not quick)
+                run["real"] = real_run = bench_real(
+                    clf, reviews, batch_size, epochs, cache_prefix=True, train=not quick
+                )
                 print_real(dtype, option, real_run, epochs)
             results["runs"].append(run)
             del clf
@@ -261,11 +365,23 @@ def main(data, sample, max_length, batch_size, batches, lengths, dtypes, lora_la
         for mode in peer_modes.split(","):
             peer_dtype, _, grouped = mode.partition("-")
             for option in lora_layers_options.split(","):
-                args = {"max_length": max_length, "batch_size": batch_size, "batches": batches, "dtype": peer_dtype,
-                        "order": grouped or "given", "peer_lora_layers": None if option == "all" else int(option)}  # fmt: skip
+                args = {
+                    "max_length": max_length,
+                    "batch_size": batch_size,
+                    "batches": batches,
+                    "dtype": peer_dtype,
+                    "order": grouped or "given",
+                    "peer_lora_layers": None if option == "all" else int(option),
+                }
                 results["peer"][f"{mode}/{option}"] = p = run_peer(reviews, args)
-                print(f"    peer {mode:>16} lora={option:<3} fixed 256: inference {p['fixed_inference_reviews_per_s']:.2f}, training {p['fixed_training_reviews_per_s']:.2f} reviews/s; "
-                      f"real lengths: inference {p['real_inference_reviews_per_s']:.2f}, training {p.get('real_training_reviews_per_s', 0):.2f} reviews/s; peak RSS {p['peak_rss_mb']:.0f} MB")  # fmt: skip
+                print(
+                    f"    peer {mode:>16} lora={option:<3} fixed 256: "
+                    f"inference {p['fixed_inference_reviews_per_s']:.2f}, "
+                    f"training {p['fixed_training_reviews_per_s']:.2f} reviews/s; "
+                    f"real lengths: inference {p['real_inference_reviews_per_s']:.2f}, "
+                    f"training {p.get('real_training_reviews_per_s', 0):.2f} reviews/s; "
+                    f"peak RSS {p['peak_rss_mb']:.0f} MB"
+                )
         results["ratios"] = ratios(results, epochs)
         print_ratios(results["ratios"])
     if quick:
@@ -275,10 +391,15 @@ def main(data, sample, max_length, batch_size, batches, lengths, dtypes, lora_la
 
 
 def print_real(dtype, option, real_run, epochs):
-    line = f"{dtype:>8} lora={option:<3} real lengths (mean {real_run['tokens_mean']:.0f} tokens): inference {real_run['inference_reviews_per_s']:.2f} reviews/s"
+    line = (
+        f"{dtype:>8} lora={option:<3} real lengths (mean {real_run['tokens_mean']:.0f} tokens): "
+        f"inference {real_run['inference_reviews_per_s']:.2f} reviews/s"
+    )
     if "training_first_epoch_reviews_per_s" in real_run:
-        line += (f"; training {real_run['training_first_epoch_reviews_per_s']:.2f} reviews/s (1st epoch), "
-                 f"{real_run[f'training_{epochs}_epochs_reviews_per_s']:.2f} over {epochs} epochs")  # fmt: skip
+        line += (
+            f"; training {real_run['training_first_epoch_reviews_per_s']:.2f} reviews/s (1st epoch), "
+            f"{real_run[f'training_{epochs}_epochs_reviews_per_s']:.2f} over {epochs} epochs"
+        )
     print(line)
 
 
@@ -291,33 +412,55 @@ def ratios(results, epochs):
             if option != run["lora_layers"] or "real" not in run:
                 continue
             real = run["real"]
-            row = {"kgemma": run["dtype"], "peer": mode, "lora_layers": option,
-                   "inference": real["inference_reviews_per_s"] / p["real_inference_reviews_per_s"]}  # fmt: skip
+            row = {
+                "kgemma": run["dtype"],
+                "peer": mode,
+                "lora_layers": option,
+                "inference": real["inference_reviews_per_s"] / p["real_inference_reviews_per_s"],
+            }
             if "training_first_epoch_reviews_per_s" in real:
                 row["training_1_epoch"] = real["training_first_epoch_reviews_per_s"] / p["real_training_reviews_per_s"]
-                row[f"training_{epochs}_epochs"] = real[f"training_{epochs}_epochs_reviews_per_s"] / p["real_training_reviews_per_s"]
+                row[f"training_{epochs}_epochs"] = (
+                    real[f"training_{epochs}_epochs_reviews_per_s"] / p["real_training_reviews_per_s"]
+                )
             rows.append(row)
     return rows
 
 
 def print_ratios(rows):
-    print("\nkgemma / peer on real IMDB lengths (same reviews, same sequence limit, LoRA r8/alpha16 on q,v, same layers):")
+    print(
+        "\nkgemma / peer on real IMDB lengths (same reviews, same sequence limit, LoRA r8/alpha16 on q,v, same layers):"
+    )
     for row in rows:
-        figures = ", ".join(f"{k.replace('_', ' ')} x{v:.2f}" for k, v in row.items() if k not in ("kgemma", "peer", "lora_layers"))
-        print(f"  kgemma {row['kgemma']:>8} / peer {row['peer']:>16}, LoRA on {row['lora_layers']:>3} blocks: {figures}")
+        figures = ", ".join(
+            f"{k.replace('_', ' ')} x{v:.2f}" for k, v in row.items() if k not in ("kgemma", "peer", "lora_layers")
+        )
+        print(
+            f"  kgemma {row['kgemma']:>8} / peer {row['peer']:>16}, LoRA on {row['lora_layers']:>3} blocks: {figures}"
+        )
 
 
 def headline(results):
     """The figures a machine check needs: ceilings, the frozen forward's share of the
     bfloat16 ceiling, scoring and real-length inference speed."""
     machine = results["machine"]
-    out = {"cpu": machine["cpu"], "amx_bf16": machine["amx_bf16"], "avx512_bf16": machine["avx512_bf16"],
-           "bfloat16_ceiling_gflops": round(machine["bfloat16_gflops"]), "float32_ceiling_gflops": round(machine["float32_gflops"])}  # fmt: skip
+    out = {
+        "cpu": machine["cpu"],
+        "amx_bf16": machine["amx_bf16"],
+        "avx512_bf16": machine["avx512_bf16"],
+        "bfloat16_ceiling_gflops": round(machine["bfloat16_gflops"]),
+        "float32_ceiling_gflops": round(machine["float32_gflops"]),
+    }
     for run in results["runs"]:
         for row in run.get("fixed", []):
             if "gflops" in row:
-                key = f"{run['dtype']}_{row['length']}_{row['mode'].split(' (')[0].replace(', ', '_').replace(' ', '_')}"
-                out[key] = {"reviews_per_s": round(row["reviews_per_s"], 2), "of_bfloat16_ceiling": round(row["of_bfloat16_ceiling"], 3)}
+                key = (
+                    f"{run['dtype']}_{row['length']}_{row['mode'].split(' (')[0].replace(', ', '_').replace(' ', '_')}"
+                )
+                out[key] = {
+                    "reviews_per_s": round(row["reviews_per_s"], 2),
+                    "of_bfloat16_ceiling": round(row["of_bfloat16_ceiling"], 3),
+                }
         if "real" in run:
             out[f"{run['dtype']}_real_inference_reviews_per_s"] = round(run["real"]["inference_reviews_per_s"], 2)
     return out

@@ -50,7 +50,11 @@ def main(data, sample, max_length, dtype, steps, passes):
         for step in step_list:
             started = time.perf_counter()
             width = score(step)
-            print(f"step {step:>3}: mean padded width {width:.1f}, {sample / (time.perf_counter() - started):.2f} reviews/s", flush=True)
+            print(
+                f"step {step:>3}: mean padded width {width:.1f}, {sample / (time.perf_counter() - started):.2f} "
+                "reviews/s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
 SLICES = ("negation", "mixed", "sarcasm_cues", "borderline_rating", "short", "truncated")
 
 
@@ -42,12 +41,17 @@ def table_row(run_dir):
     low, high = overall["accuracy_ci95"]
     slices = " / ".join(f"{100 * metrics['slices'][name]['accuracy']:.1f}" for name in SLICES)
     # The bar: no slice below the TF-IDF baseline on the same slice.
-    under = [f"{name} {100 * s['accuracy']:.1f} < {100 * s['baseline_accuracy']:.1f}" for name, s in metrics["slices"].items()
-             if s.get("baseline_accuracy") is not None and s["accuracy"] < s["baseline_accuracy"]]  # fmt: skip
-    return (f"| {run_dir.name} | {summary['train_seconds'] / 60:.1f} min | {summary['reviews_trained']:,} | "
-            f"{best['loss']:.3f} / {best['accuracy']:.1%} ({summary['data']['validation']:,}) | {overall['n']:,} | "
-            f"{overall['accuracy']:.1%} [{low:.1%}, {high:.1%}] | {overall['roc_auc']:.3f} | {slices} | "
-            f"{metrics['baseline']['overall']['accuracy']:.1%} | {', '.join(under) or 'none'} |")  # fmt: skip
+    under = [
+        f"{name} {100 * s['accuracy']:.1f} < {100 * s['baseline_accuracy']:.1f}"
+        for name, s in metrics["slices"].items()
+        if s.get("baseline_accuracy") is not None and s["accuracy"] < s["baseline_accuracy"]
+    ]
+    return (
+        f"| {run_dir.name} | {summary['train_seconds'] / 60:.1f} min | {summary['reviews_trained']:,} | "
+        f"{best['loss']:.3f} / {best['accuracy']:.1%} ({summary['data']['validation']:,}) | {overall['n']:,} | "
+        f"{overall['accuracy']:.1%} [{low:.1%}, {high:.1%}] | {overall['roc_auc']:.3f} | {slices} | "
+        f"{metrics['baseline']['overall']['accuracy']:.1%} | {', '.join(under) or 'none'} |"
+    )
 
 
 def main():
@@ -64,8 +68,21 @@ def main():
         minutes, accuracy, (low, high), n = run_point(run_dir)
         highlighted = run_dir.name.startswith(args.highlight)
         color = "tab:blue" if highlighted else "tab:gray"
-        ax.errorbar(minutes, 100 * accuracy, yerr=[[100 * (accuracy - low)], [100 * (high - accuracy)]], fmt="o", color=color, capsize=3)
-        ax.annotate(f"{run_dir.name} (n={n})", (minutes, 100 * accuracy), textcoords="offset points", xytext=(5, -12), fontsize=8)
+        ax.errorbar(
+            minutes,
+            100 * accuracy,
+            yerr=[[100 * (accuracy - low)], [100 * (high - accuracy)]],
+            fmt="o",
+            color=color,
+            capsize=3,
+        )
+        ax.annotate(
+            f"{run_dir.name} (n={n})",
+            (minutes, 100 * accuracy),
+            textcoords="offset points",
+            xytext=(5, -12),
+            fontsize=8,
+        )
         if highlighted:
             recipe.append((minutes, 100 * accuracy))
         print(table_row(run_dir))

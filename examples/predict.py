@@ -1,6 +1,7 @@
 """Classify texts from the command line with the embedded Gemma 3 270M.
 
-    python examples/predict.py --adapter runs/demo/adapter.npz "A wonderful, moving film." "Two hours I will never get back."
+    python examples/predict.py --adapter runs/demo/adapter.npz \\
+        "A wonderful, moving film." "Two hours I will never get back."
 
 Without --adapter the classification head is untrained and scores every review
 0.5: train one first with `make demo` or `kgemma-train`.

@@ -48,7 +48,11 @@ def run(classifier, plan, features, labels):
     logits = plan.predict_on_batch(classifier, features)
     model, _ = training_model(classifier, config, 10, plan)
     losses = [plan.train_on_batch(model, features, labels)["loss"] for _ in range(2)]
-    return {"logits": logits.tolist(), "losses": losses, "weights": [np.asarray(w).tolist() for w in classifier.trainable_weights]}
+    return {
+        "logits": logits.tolist(),
+        "losses": losses,
+        "weights": [np.asarray(w).tolist() for w in classifier.trainable_weights],
+    }
 
 
 def main(strategy, output):

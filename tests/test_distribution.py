@@ -15,6 +15,10 @@ from kgemma.scaling import gemma_layout_map
 from kgemma.scaling import parameter_counts
 from tests.conftest import tiny_backbone
 
+# Each runs a command-line tool or a subprocess end to end: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
+
 SCRIPT = Path(__file__).with_name("distributed_steps.py")
 
 
@@ -23,7 +27,9 @@ def distributed_run(backend, strategy, tmp_path):
         pytest.importorskip("jax", reason="the JAX backend is not installed (pip install -e '.[test]')")
     env = {**os.environ, "KERAS_BACKEND": backend, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     out = tmp_path / f"{backend}_{strategy}.json"
-    result = subprocess.run([sys.executable, str(SCRIPT), strategy, str(out)], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), strategy, str(out)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
 

@@ -7,6 +7,9 @@ from kgemma.cli.evaluate import main as eval_main
 from kgemma.cli.train import main as train_main
 from tests.conftest import write_jsonl
 
+# Each runs a command-line tool or a subprocess end to end: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_preset, review_rows, tmp_path_factory):
@@ -14,8 +17,23 @@ def tiny_run(tiny_preset, review_rows, tmp_path_factory):
     data = write_jsonl(folder / "train.jsonl", review_rows[:160])
     test = write_jsonl(folder / "test.jsonl", review_rows[160:])
     run = folder / "run"
-    args = ["--preset", str(tiny_preset), "--data", str(data), "--output", str(run), "--sequence-length", "32",
-            "--batch-size", "8", "--epochs", "1", "--learning-rate", "1e-2", "--quiet"]  # fmt: skip
+    args = [
+        "--preset",
+        str(tiny_preset),
+        "--data",
+        str(data),
+        "--output",
+        str(run),
+        "--sequence-length",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "1e-2",
+        "--quiet",
+    ]
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
     return run, test
@@ -29,9 +47,21 @@ def test_eval_writes_the_report(tiny_run, tmp_path):
     out = tmp_path / "eval"
     result = CliRunner().invoke(
         eval_main,
-        ["--adapter", str(run / "adapter.npz"), "--data", str(test), "--output", str(out),
-         "--contrast", str(original), str(edited), "--slice", "review_word=review", "--temperature-scaling"],
-    )  # fmt: skip
+        [
+            "--adapter",
+            str(run / "adapter.npz"),
+            "--data",
+            str(test),
+            "--output",
+            str(out),
+            "--contrast",
+            str(original),
+            str(edited),
+            "--slice",
+            "review_word=review",
+            "--temperature-scaling",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.output and "review_word" in result.output and "consistency" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -47,7 +77,21 @@ def test_eval_writes_the_report(tiny_run, tmp_path):
 def test_eval_of_a_keras_file(tiny_run, tmp_path):
     run, test = tiny_run
     out = tmp_path / "eval"
-    result = CliRunner().invoke(eval_main, ["--model", str(run / "model.keras"), "--data", str(test), "--output", str(out), "--max-examples", "20", "--format", "json"])
+    result = CliRunner().invoke(
+        eval_main,
+        [
+            "--model",
+            str(run / "model.keras"),
+            "--data",
+            str(test),
+            "--output",
+            str(out),
+            "--max-examples",
+            "20",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["overall"]["n"] == 20
     assert not (out / "report.html").exists()
@@ -63,13 +107,29 @@ def test_eval_errors(tiny_run, tmp_path):
     result = runner.invoke(eval_main, ["--model", str(corrupt), "--data", str(test), "--output", str(tmp_path / "o")])
     assert result.exit_code == 1 and "Could not load the model" in result.output and "corrupt.keras" in result.output
     assert "Traceback" not in result.output
-    both = runner.invoke(eval_main, ["--model", str(corrupt), "--adapter", str(run / "adapter.npz"), "--data", str(test), "--output", str(tmp_path / "o")])
+    both = runner.invoke(
+        eval_main,
+        [
+            "--model",
+            str(corrupt),
+            "--adapter",
+            str(run / "adapter.npz"),
+            "--data",
+            str(test),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+    )
     assert both.exit_code == 2 and "exactly one of --model or --adapter" in both.output
-    bad_slice = runner.invoke(eval_main, ["--adapter", str(run / "adapter.npz"), "--slice", "noequals", "--output", str(tmp_path / "o")])
+    bad_slice = runner.invoke(
+        eval_main, ["--adapter", str(run / "adapter.npz"), "--slice", "noequals", "--output", str(tmp_path / "o")]
+    )
     assert bad_slice.exit_code == 2 and "NAME=REGEX" in bad_slice.output
     bad_data = tmp_path / "bad.jsonl"
     bad_data.write_bytes(b'{"text": "x", "label": 1}\n{"text": "\xff", "label": 0}\n')
-    result = runner.invoke(eval_main, ["--adapter", str(run / "adapter.npz"), "--data", str(bad_data), "--output", str(tmp_path / "o")])
+    result = runner.invoke(
+        eval_main, ["--adapter", str(run / "adapter.npz"), "--data", str(bad_data), "--output", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1 and "bad.jsonl, line 2: not valid UTF-8" in result.output
 
 
@@ -78,21 +138,41 @@ def test_sharded_evaluation_merges_into_the_single_run_report(tiny_run, tmp_path
     runner = CliRunner()
     common = ["--data", str(test), "--max-examples", "50", "--format", "json"]
     single = tmp_path / "single"
-    assert runner.invoke(eval_main, ["--adapter", str(run / "adapter.npz"), *common, "--output", str(single)]).exit_code == 0
+    assert (
+        runner.invoke(eval_main, ["--adapter", str(run / "adapter.npz"), *common, "--output", str(single)]).exit_code
+        == 0
+    )
     shards = [tmp_path / f"shard{i}" for i in range(3)]
     for i, folder in enumerate(shards):
-        result = runner.invoke(eval_main, ["--adapter", str(run / "adapter.npz"), *common, "--shard", f"{i}/3", "--output", str(folder)])
+        result = runner.invoke(
+            eval_main, ["--adapter", str(run / "adapter.npz"), *common, "--shard", f"{i}/3", "--output", str(folder)]
+        )
         assert result.exit_code == 0, result.output
         assert len((folder / "predictions.jsonl").read_text().splitlines()) == len(range(i, 50, 3))
         assert not (folder / "metrics.json").exists()
 
-    incomplete = runner.invoke(eval_main, [*common, "--merge", str(shards[0]), "--merge", str(shards[2]), "--output", str(tmp_path / "bad")])
+    incomplete = runner.invoke(
+        eval_main, [*common, "--merge", str(shards[0]), "--merge", str(shards[2]), "--output", str(tmp_path / "bad")]
+    )
     assert incomplete.exit_code == 1 and "not one complete set" in incomplete.output
-    other_rows = runner.invoke(eval_main, ["--data", str(test), "--max-examples", "40", *[a for s in shards for a in ("--merge", str(s))], "--output", str(tmp_path / "bad")])
+    other_rows = runner.invoke(
+        eval_main,
+        [
+            "--data",
+            str(test),
+            "--max-examples",
+            "40",
+            *[a for s in shards for a in ("--merge", str(s))],
+            "--output",
+            str(tmp_path / "bad"),
+        ],
+    )
     assert other_rows.exit_code == 1 and "these data have 40" in other_rows.output
 
     merged = tmp_path / "merged"
-    result = runner.invoke(eval_main, [*common, *[a for s in shards for a in ("--merge", str(s))], "--output", str(merged)])
+    result = runner.invoke(
+        eval_main, [*common, *[a for s in shards for a in ("--merge", str(s))], "--output", str(merged)]
+    )
     assert result.exit_code == 0, result.output
     expected, got = (json.loads((f / "metrics.json").read_text()) for f in (single, merged))
     # Same rows, same predictions: counts and accuracies equal; probability-based figures
@@ -121,7 +201,10 @@ def assert_same_numbers(got, expected, where="metrics"):
 
 def test_bad_shard_specs_are_refused(tiny_run, tmp_path):
     run, test = tiny_run
-    result = CliRunner().invoke(eval_main, ["--adapter", str(run / "adapter.npz"), "--data", str(test), "--shard", "3/3", "--output", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        eval_main,
+        ["--adapter", str(run / "adapter.npz"), "--data", str(test), "--shard", "3/3", "--output", str(tmp_path / "o")],
+    )
     assert result.exit_code == 1 and "A shard is I/N with 0 <= I < N" in result.output
 
 
@@ -141,13 +224,29 @@ def test_run_evaluation_gives_the_cli_report_in_one_call(tiny_run, tmp_path):
     from kgemma.evaluation import run_evaluation
 
     run, test = tiny_run
-    cli = CliRunner().invoke(eval_main, ["--adapter", str(run / "adapter.npz"), "--data", str(test), "--output", str(tmp_path / "cli"), "--no-baseline", "--format", "json"])  # fmt: skip
+    cli = CliRunner().invoke(
+        eval_main,
+        [
+            "--adapter",
+            str(run / "adapter.npz"),
+            "--data",
+            str(test),
+            "--output",
+            str(tmp_path / "cli"),
+            "--no-baseline",
+            "--format",
+            "json",
+        ],
+    )
     assert cli.exit_code == 0, cli.output
     clf = GemmaSentimentClassifier.from_adapter(run / "adapter.npz")
     metrics = run_evaluation(
-        load_imdb("test", str(test)), classifier_scorer(clf), tmp_path / "python",
-        model_info={"settings": clf.rebuild_config()}, formats=("json",),
-    )  # fmt: skip
+        load_imdb("test", str(test)),
+        classifier_scorer(clf),
+        tmp_path / "python",
+        model_info={"settings": clf.rebuild_config()},
+        formats=("json",),
+    )
     assert metrics["overall"]["n"] == 80
     expected, got = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("cli", "python"))
     for part in ("overall", "calibration", "slices", "mistakes"):

@@ -72,9 +72,27 @@ def test_temperature_scaling_fixes_overconfidence():
 @pytest.mark.parametrize(
     "name,hits,misses",
     [
-        ("negation", ["It was not bad at all.", "Never boring.", "I didn't like it."], ["A bad, bad film.", "Nothing happens, ever."]),
-        ("mixed", ["Great cast, but the plot was awful.", "Although the music is beautiful, it is boring."], ["Great cast and a great plot.", "Awful, but short."]),
-        ("sarcasm_cues", ["A masterpiece (not).", "Oh great, another remake.", "Yeah right, best film ever.", 'The "acting" was something.', "Thanks for nothing, Hollywood."], ["A masterpiece.", "Great, I loved it.", "The acting was right on."]),
+        (
+            "negation",
+            ["It was not bad at all.", "Never boring.", "I didn't like it."],
+            ["A bad, bad film.", "Nothing happens, ever."],
+        ),
+        (
+            "mixed",
+            ["Great cast, but the plot was awful.", "Although the music is beautiful, it is boring."],
+            ["Great cast and a great plot.", "Awful, but short."],
+        ),
+        (
+            "sarcasm_cues",
+            [
+                "A masterpiece (not).",
+                "Oh great, another remake.",
+                "Yeah right, best film ever.",
+                'The "acting" was something.',
+                "Thanks for nothing, Hollywood.",
+            ],
+            ["A masterpiece.", "Great, I loved it.", "The acting was right on."],
+        ),
     ],
 )
 def test_text_slices_hit_and_miss(name, hits, misses):
@@ -105,9 +123,17 @@ def test_contrast_pairs_from_tsv_and_jsonl(tmp_path):
     original, edited = read_contrast([tmp_path / "original.tsv", tmp_path / "edited.tsv"])
     assert original.texts == ['A "great" film.', "Dull."] and edited.labels.tolist() == [0, 1]
     m = contrast_metrics(original.labels, [1, 0], edited.labels, [1, 1])
-    assert m == {"n_pairs": 2, "labels_flipped": 2, "original_accuracy": 1.0, "edited_accuracy": 0.5, "consistency": 0.5}
+    assert m == {
+        "n_pairs": 2,
+        "labels_flipped": 2,
+        "original_accuracy": 1.0,
+        "edited_accuracy": 0.5,
+        "consistency": 0.5,
+    }
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"original": "Good.", "original_label": "positive", "edited": "Bad.", "edited_label": 0}) + "\n")
+    pairs.write_text(
+        json.dumps({"original": "Good.", "original_label": "positive", "edited": "Bad.", "edited_label": 0}) + "\n"
+    )
     original, edited = read_contrast([pairs])
     assert original.labels.tolist() == [1] and edited.texts == ["Bad."]
     (tmp_path / "short.tsv").write_text("Sentiment\tText\nPositive\tx\n")
@@ -145,20 +171,33 @@ def test_predictions_stream_resumes_without_rescoring(tmp_path):
         stream_predictions(path, other, score)
 
 
+@pytest.mark.slow  # About 20-40 s: left out of `make test-fast`.
 def test_evaluation_report_files_hold_what_they_claim(tmp_path, predictions):
     y, proba = predictions
-    texts = ["Not bad, but a great cast cannot save an awful ending." if i % 10 == 0 else f"Review number {i} was fine." for i in range(200)]
+    texts = [
+        "Not bad, but a great cast cannot save an awful ending." if i % 10 == 0 else f"Review number {i} was fine."
+        for i in range(200)
+    ]
     reviews = Reviews(texts, y, ratings=[4 if i % 7 == 0 else 9 for i in range(200)])
     logits = np.log(proba)
     metrics = evaluate_predictions(
-        reviews, logits, n_tokens=np.full(200, 10), sequence_length=256, temperature=1.5,
-        baseline_probabilities=proba[::-1].copy(), contrast=[("set", contrast_metrics([1], [1], [0], [1]))],
-    )  # fmt: skip
+        reviews,
+        logits,
+        n_tokens=np.full(200, 10),
+        sequence_length=256,
+        temperature=1.5,
+        baseline_probabilities=proba[::-1].copy(),
+        contrast=[("set", contrast_metrics([1], [1], [0], [1]))],
+    )
     assert metrics["slices"]["negation"]["n"] == 20 and metrics["slices"]["borderline_rating"]["n"] == 29
     assert metrics["slices"]["mixed"]["gap_to_overall"] == pytest.approx(
         metrics["slices"]["mixed"]["accuracy"] - metrics["overall"]["accuracy"]
     )
-    write_report(metrics, tmp_path, history={"epochs": [{"epoch": 0, "loss": 0.6, "accuracy": 0.7, "val_loss": 0.5, "val_accuracy": 0.8}]})
+    write_report(
+        metrics,
+        tmp_path,
+        history={"epochs": [{"epoch": 0, "loss": 0.6, "accuracy": 0.7, "val_loss": 0.5, "val_accuracy": 0.8}]},
+    )
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["schema_version"] == 1 and saved["overall"]["accuracy"] == metrics["overall"]["accuracy"]
     md = (tmp_path / "report.md").read_text()

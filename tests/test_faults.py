@@ -23,6 +23,9 @@ from tests.conftest import tiny_backbone
 from tests.conftest import tiny_tokenizer
 from tests.conftest import write_jsonl
 
+# Each runs a command-line tool or a subprocess end to end: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def tiny_classifier(tiny_preset):
@@ -36,7 +39,18 @@ def test_file(tmp_path, review_rows):
 
 
 def eval_args(adapter, data, out, *extra):
-    return ["--adapter", str(adapter), "--data", str(data), "--output", str(out), "--no-baseline", "--format", "json", *extra]
+    return [
+        "--adapter",
+        str(adapter),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--no-baseline",
+        "--format",
+        "json",
+        *extra,
+    ]
 
 
 # --- Silent wrong results -----------------------------------------------------------
@@ -74,7 +88,9 @@ def test_eval_applies_the_saved_temperature(tiny_classifier, test_file, tmp_path
     labels = np.array([json.loads(line)["label"] for line in (out / "predictions.jsonl").read_text().splitlines()])
     scaled = np.exp(logits / 2.5) / np.exp(logits / 2.5).sum(axis=1, keepdims=True)
     assert metrics["calibration"]["temperature"] == 2.5
-    assert metrics["overall"]["log_loss"] == pytest.approx(-np.log(scaled[np.arange(len(labels)), labels]).mean(), rel=1e-6)
+    assert metrics["overall"]["log_loss"] == pytest.approx(
+        -np.log(scaled[np.arange(len(labels)), labels]).mean(), rel=1e-6
+    )
     # And predict_proba, which applies the same temperature, agrees with the report's scaling.
     restored = GemmaSentimentClassifier.from_adapter(path)
     texts = [json.loads(line)["text"] for line in test_file.read_text().splitlines()]
@@ -92,7 +108,9 @@ def test_adapter_settings_that_change_outputs_must_match(tiny_classifier, tmp_pa
     before = [w.numpy().copy() for w in other.trainable_weights]
     with pytest.raises(ValueError, match="has pooling='mean' but this classifier has pooling='last'"):
         other.load_adapter(path)
-    assert all((a == w.numpy()).all() for a, w in zip(before, other.trainable_weights)), "a refused adapter changed weights"
+    assert all((a == w.numpy()).all() for a, w in zip(before, other.trainable_weights)), (
+        "a refused adapter changed weights"
+    )
     # The saved temperature comes back with the weights, unless asked otherwise.
     fresh = GemmaSentimentClassifier.from_preset(str(clf.base_preset), sequence_length=32)
     assert fresh.load_adapter(path).temperature == 1.7
@@ -175,8 +193,25 @@ def test_a_damaged_preset_folder_names_itself(tiny_preset, tmp_path):
 
 
 def train_args(preset, data, out, *extra):
-    return ["--preset", str(preset), "--data", str(data), "--output", str(out), "--sequence-length", "32",
-            "--batch-size", "4", "--epochs", "1", "--max-examples", "40", "--no-save-keras", "--quiet", *extra]  # fmt: skip
+    return [
+        "--preset",
+        str(preset),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--sequence-length",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--max-examples",
+        "40",
+        "--no-save-keras",
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_a_run_killed_before_its_first_checkpoint_can_be_resumed(tiny_preset, review_rows, tmp_path):
@@ -272,9 +307,13 @@ def test_a_random_bytes_adapter_gets_no_pickle_advice(tmp_path):
 def test_too_small_and_one_class_data_get_our_words():
     def reviews(labels):
         n = len(labels)
-        return Reviews([f"text {i}" for i in range(n)], np.array(labels), [str(i) for i in range(n)], [0] * n, source="x")
+        return Reviews(
+            [f"text {i}" for i in range(n)], np.array(labels), [str(i) for i in range(n)], [0] * n, source="x"
+        )
 
-    with pytest.raises(ValueError, match=r"validation split needs at least 20 reviews, at least 2 of each class; got 6 \(0: 3, 1: 3\)"):
+    with pytest.raises(
+        ValueError, match=r"validation split needs at least 20 reviews, at least 2 of each class; got 6 \(0: 3, 1: 3\)"
+    ):
         train_validation_split(reviews([0, 1] * 3))
     with pytest.raises(ValueError, match=r"at least 2 of each class; got 30 \(0: 29, 1: 1\)"):
         train_validation_split(reviews([0] * 29 + [1]))

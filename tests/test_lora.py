@@ -91,7 +91,9 @@ def test_a_training_step_changes_only_lora_and_head_weights(make_classifier, kin
     trainable = {w.path for w in clf.trainable_weights}
     # Two steps: the head's kernel starts at zero, so LoRA gets gradients from the second.
     for _ in range(2):
-        clf.train_on_batch(["A wonderful film.", "Dull and far too long.", "Loved it.", "Awful."], np.array([1, 0, 1, 0]))
+        clf.train_on_batch(
+            ["A wonderful film.", "Dull and far too long.", "Loved it.", "Awful."], np.array([1, 0, 1, 0])
+        )
     changed = {w.path for w in clf.weights if not np.array_equal(before[w.path], w.numpy())}
     assert changed, "nothing trained"
     assert changed <= trainable
@@ -122,7 +124,9 @@ def test_frozen_prefix_and_upper_stack_compute_the_classifier(make_classifier, k
     clf = randomize_head(make_classifier(kind, lora_layers=1))
     for adapter in clf.lora_adapters:  # Nonzero updates, so the adapters matter.
         adapter.lora_b.assign(np.random.default_rng(0).normal(size=adapter.lora_b.shape))
-    features = {k: np.asarray(v) for k, v in clf.preprocessor(["A fine film.", "Dull, long, and far too loud."]).items()}
+    features = {
+        k: np.asarray(v) for k, v in clf.preprocessor(["A fine film.", "Dull, long, and far too loud."]).items()
+    }
     states = clf.frozen_prefix()(features)
     split = clf.upper_stack()({"hidden_states": states, "padding_mask": features["padding_mask"]})
     whole = to_numpy(clf(features, training=False))
@@ -130,12 +134,15 @@ def test_frozen_prefix_and_upper_stack_compute_the_classifier(make_classifier, k
     np.testing.assert_allclose(to_numpy(split), whole, atol=1e-5)
     assert sorted(w.path for w in clf.upper_stack().trainable_weights) == sorted(w.path for w in clf.trainable_weights)
     # A split below the first adapted block runs the frozen blocks above it in the upper stack.
-    lower = clf.upper_stack(0)({"hidden_states": clf.frozen_prefix(0)(features), "padding_mask": features["padding_mask"]})
+    lower = clf.upper_stack(0)(
+        {"hidden_states": clf.frozen_prefix(0)(features), "padding_mask": features["padding_mask"]}
+    )
     np.testing.assert_allclose(to_numpy(lower), whole, atol=1e-5)
     with pytest.raises(ValueError, match="split depth must be from 0 to 1"):
         clf.frozen_prefix(2)
 
 
+@pytest.mark.slow  # About 20-40 s: left out of `make test-fast`.
 def test_lora_is_never_silently_dropped_by_a_quantized_layer(make_classifier):
     from kgemma.model.fused_blocks import supports_fused
 
@@ -148,7 +155,9 @@ def test_lora_is_never_silently_dropped_by_a_quantized_layer(make_classifier):
     # Attaching to a quantized backbone is refused at once.
     quantized = make_classifier("gemma3", lora_rank=0).backbone
     quantized.quantize("int8")
-    with pytest.raises(ValueError, match="is quantized \\(int8\\); kgemma's LoRA adapters run beside float kernels only"):
+    with pytest.raises(
+        ValueError, match="is quantized \\(int8\\); kgemma's LoRA adapters run beside float kernels only"
+    ):
         type(clf)(backbone=quantized, preprocessor=clf.preprocessor)
 
 
@@ -158,7 +167,9 @@ def test_upper_stack_runs_in_the_backbone_dtype(make_classifier):
     clf = make_classifier(dtype="bfloat16", lora_layers=1)
     for adapter in clf.lora_adapters:
         adapter.lora_b.assign(np.random.default_rng(0).normal(size=adapter.lora_b.shape))
-    features = {k: np.asarray(v) for k, v in clf.preprocessor(["A fine film.", "Dull, long, and far too loud."]).items()}
+    features = {
+        k: np.asarray(v) for k, v in clf.preprocessor(["A fine film.", "Dull, long, and far too loud."]).items()
+    }
     states = clf.frozen_prefix()(features)
     assert keras.backend.standardize_dtype(states.dtype) == "bfloat16"
     upper = clf.upper_stack()

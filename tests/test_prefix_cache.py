@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from kgemma.cli.train import main as train_main
@@ -10,8 +11,24 @@ from kgemma.training.prefix_cache import cache_key
 from tests.test_training import adapter_arrays
 from tests.test_training import cli_args
 
-COMMON = ["--epochs", "1", "--max-examples", "60", "--lora-layers", "1", "--no-save-keras", "--no-jit-compile",
-          "--dropout", "0", "--lora-dropout", "0"]  # fmt: skip
+# Each runs a command-line tool or a subprocess end to end: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
+
+COMMON = [
+    "--epochs",
+    "1",
+    "--max-examples",
+    "60",
+    "--lora-layers",
+    "1",
+    "--no-save-keras",
+    "--no-jit-compile",
+    "--dropout",
+    "0",
+    "--lora-dropout",
+    "0",
+]
 
 
 def train(preset, data, output, *extra):
@@ -58,7 +75,10 @@ def test_a_second_run_maps_the_cached_prefix_and_trains_the_same(tiny_preset, da
         second = train(tiny_preset, data_file, tmp_path / "second", "--prefix-cache", str(cache))
     for run in (first, second):
         np.testing.assert_allclose([s["loss"] for s in run], [s["loss"] for s in plain], atol=1e-6)
-    expected, got = adapter_arrays(tmp_path / "plain" / "adapter.npz"), adapter_arrays(tmp_path / "second" / "adapter.npz")
+    expected, got = (
+        adapter_arrays(tmp_path / "plain" / "adapter.npz"),
+        adapter_arrays(tmp_path / "second" / "adapter.npz"),
+    )
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], atol=1e-6, err_msg=name)
     # The second run's time still counts the prefix pass the entry took to make.

@@ -11,7 +11,29 @@ import pytest
 from kgemma.data import read_reviews
 
 CASES = 150
-WORDS = ["good", "bad", "positive", "negative", "pos", "neg", "0", "1", "2", "-1", "", " ", "1.0", "7", "x,y", 'say "hi"', "tab\there", "line\nbreak", "nul\x00", "é", "\ufeff"]
+WORDS = [
+    "good",
+    "bad",
+    "positive",
+    "negative",
+    "pos",
+    "neg",
+    "0",
+    "1",
+    "2",
+    "-1",
+    "",
+    " ",
+    "1.0",
+    "7",
+    "x,y",
+    'say "hi"',
+    "tab\there",
+    "line\nbreak",
+    "nul\x00",
+    "é",
+    "\ufeff",
+]
 LABELS = ["0", "1", "pos", "neg", "Positive", "negative", "1", "0", "2", "maybe"]
 FIELDS = ["text", "label", "id", "rating", "body", "Text", ""]
 
@@ -77,7 +99,11 @@ def random_file(rng, tmp_path, case):
     if kind == 0:
         data = rng.bytes(int(rng.integers(0, 300)))
     else:
-        text = jsonl_content(rng) if suffix.startswith(".jsonl") else delimited_content(rng, "\t" if suffix == ".tsv" else ",")
+        text = (
+            jsonl_content(rng)
+            if suffix.startswith(".jsonl")
+            else delimited_content(rng, "\t" if suffix == ".tsv" else ",")
+        )
         data = encoded(rng, text)
     if suffix.endswith(".gz") and rng.random() < 0.8:
         data = gzip.compress(data)
@@ -114,5 +140,8 @@ def test_readers_return_only_real_rows_or_raise_their_own_errors(tmp_path, seed)
         for text in reviews.texts:
             assert isinstance(text, str)
             # Every text is in the file: as written, or with CSV's doubled quotes, or JSON-escaped.
-            assert text in content or text.replace('"', '""') in content or json.dumps(text)[1:-1] in content, (path, text)
+            assert text in content or text.replace('"', '""') in content or json.dumps(text)[1:-1] in content, (
+                path,
+                text,
+            )
     assert outcomes["read"] > CASES // 20 and outcomes["refused"] > CASES // 20, outcomes

@@ -148,12 +148,21 @@ def test_the_first_blocks_of_a_backbone_run_as_they_did_in_the_whole_one(tiny_pr
 def test_save_to_preset_round_trips_a_fine_tuned_classifier(tiny_preset, tmp_path):
     from kgemma import GemmaSentimentClassifier
 
-    clf = trained(GemmaSentimentClassifier.from_preset(str(tiny_preset), sequence_length=32, pooling="last", lora_rank=4))
+    clf = trained(
+        GemmaSentimentClassifier.from_preset(str(tiny_preset), sequence_length=32, pooling="last", lora_rank=4)
+    )
     clf.temperature = 1.5
     clf.save_to_preset(str(tmp_path / "preset"))
-    assert {"task.json", "task.weights.h5", "config.json", "preprocessor.json"} <= {p.name for p in (tmp_path / "preset").iterdir()}
+    assert {"task.json", "task.weights.h5", "config.json", "preprocessor.json"} <= {
+        p.name for p in (tmp_path / "preset").iterdir()
+    }
     again = GemmaSentimentClassifier.from_preset(str(tmp_path / "preset"))
-    assert (again.pooling, again.lora_rank, again.temperature, again.preprocessor.sequence_length) == ("last", 4, 1.5, 32)
+    assert (again.pooling, again.lora_rank, again.temperature, again.preprocessor.sequence_length) == (
+        "last",
+        4,
+        1.5,
+        32,
+    )
     assert again.base_preset == clf.base_preset
     texts = ["A fine film.", "Dull and far too long.", "Not bad at all."]
     np.testing.assert_array_equal(again.predict_proba(texts), clf.predict_proba(texts))

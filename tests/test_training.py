@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from kgemma.cli.train import main as train_main
-from kgemma.training import TrainingConfig
 from kgemma.model.batching import WIDTH_STEP
 from kgemma.model.batching import epoch_batches
+from kgemma.training import TrainingConfig
 from kgemma.training.trainer import read_progress
 from tests.conftest import randomize_head
 
@@ -58,7 +58,9 @@ def test_epoch_batches_cover_every_row_once_with_similar_lengths():
     batches = epoch_batches(lengths, 8, epoch=0, seed=3, limit=256)
     rows = np.concatenate([r for r, _ in batches])
     assert sorted(rows.tolist()) == list(range(1000))
-    assert all(lengths[r].max() <= w < lengths[r].max() + WIDTH_STEP and w % WIDTH_STEP == 0 or w == 256 for r, w in batches)
+    assert all(
+        lengths[r].max() <= w < lengths[r].max() + WIDTH_STEP and w % WIDTH_STEP == 0 or w == 256 for r, w in batches
+    )
     spread = np.mean([lengths[r].max() - lengths[r].min() for r, _ in batches])
     assert spread < 20, "batches mix short and long reviews"
     assert [r.tolist() for r, _ in batches] == [r.tolist() for r, _ in epoch_batches(lengths, 8, 0, 3, 256)]
@@ -76,22 +78,58 @@ def test_scores_do_not_depend_on_batch_padding(make_classifier):
 
 def cli_args(preset, data, output, *extra):
     return [
-        "--preset", str(preset), "--data", str(data), "--output", str(output),
-        "--sequence-length", "32", "--batch-size", "4", "--learning-rate", "1e-2", "--quiet",
+        "--preset",
+        str(preset),
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--sequence-length",
+        "32",
+        "--batch-size",
+        "4",
+        "--learning-rate",
+        "1e-2",
+        "--quiet",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
+@pytest.mark.slow
 def test_train_command_writes_every_output(tiny_preset, data_file, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(
         train_main,
-        cli_args(tiny_preset, data_file, out, "--epochs", "2", "--max-examples", "80", "--grad-accum", "2",
-                 "--schedule", "cosine", "--warmup-steps", "3", "--price-per-hour", "1.5"),
-    )  # fmt: skip
+        cli_args(
+            tiny_preset,
+            data_file,
+            out,
+            "--epochs",
+            "2",
+            "--max-examples",
+            "80",
+            "--grad-accum",
+            "2",
+            "--schedule",
+            "cosine",
+            "--warmup-steps",
+            "3",
+            "--price-per-hour",
+            "1.5",
+        ),
+    )
     assert result.exit_code == 0, result.output
-    for name in ("adapter.npz", "model.keras", "history.json", "history_steps.csv", "history_epochs.csv",
-                 "learning_curve.png", "summary.json", "checkpoint.npz", "run.json"):  # fmt: skip
+    for name in (
+        "adapter.npz",
+        "model.keras",
+        "history.json",
+        "history_steps.csv",
+        "history_epochs.csv",
+        "learning_curve.png",
+        "summary.json",
+        "checkpoint.npz",
+        "run.json",
+    ):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["data"]["train"] == 72 and summary["data"]["validation"] == 8
@@ -110,10 +148,21 @@ def test_train_command_writes_every_output(tiny_preset, data_file, tmp_path):
     assert (out / "adapter.npz").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(tiny_preset, data_file, tmp_path):
     out = tmp_path / "run"
-    assert CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, out, "--epochs", "1", "--max-examples", "40", "--no-save-keras")).exit_code == 0
-    result = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, out, "--epochs", "2", "--max-examples", "40", "--resume"))
+    assert (
+        CliRunner()
+        .invoke(
+            train_main,
+            cli_args(tiny_preset, data_file, out, "--epochs", "1", "--max-examples", "40", "--no-save-keras"),
+        )
+        .exit_code
+        == 0
+    )
+    result = CliRunner().invoke(
+        train_main, cli_args(tiny_preset, data_file, out, "--epochs", "2", "--max-examples", "40", "--resume")
+    )
     # It names the setting that changed (save_keras is not a training setting, so not it).
     assert result.exit_code == 1 and "other settings (epochs: 1 -> 2)" in result.output
     fresh = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, tmp_path / "new", "--resume"))
@@ -128,6 +177,7 @@ def test_resume_with_other_settings_is_refused(tiny_preset, data_file, tmp_path)
         ("", "holds no reviews"),
     ],
 )
+@pytest.mark.slow
 def test_bad_data_files_get_one_line_errors(tiny_preset, tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
@@ -141,8 +191,10 @@ def test_bad_data_files_get_one_line_errors(tiny_preset, tmp_path, content, mess
 def run_train(args, env=None):
     return subprocess.Popen(
         [sys.executable, "-m", "kgemma.cli.train", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def adapter_arrays(path):
@@ -150,6 +202,7 @@ def adapter_arrays(path):
         return {k: data[k] for k in data.files if not k.startswith("__")}
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_at_its_last_checkpoint(tiny_preset, data_file, tmp_path):
     # No dropout, so the resumed run must match the uninterrupted one exactly.
     common = ["--epochs", "3", "--max-examples", "200", "--dropout", "0", "--lora-dropout", "0", "--no-save-keras"]
@@ -180,10 +233,23 @@ def test_a_killed_run_resumes_at_its_last_checkpoint(tiny_preset, data_file, tmp
         np.testing.assert_allclose(got[name], expected[name], atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_a_cached_frozen_prefix_trains_exactly_like_the_full_model(tiny_preset, data_file, tmp_path):
     # No dropout: the cached run must take the same steps as the uncached one.
-    common = ["--epochs", "2", "--max-examples", "60", "--dropout", "0", "--lora-dropout", "0", "--no-save-keras",
-              "--lora-layers", "1", "--no-jit-compile"]  # fmt: skip
+    common = [
+        "--epochs",
+        "2",
+        "--max-examples",
+        "60",
+        "--dropout",
+        "0",
+        "--lora-dropout",
+        "0",
+        "--no-save-keras",
+        "--lora-layers",
+        "1",
+        "--no-jit-compile",
+    ]
     runs = {}
     for name, flag in (("cached", "--cache-prefix"), ("full", "--no-cache-prefix")):
         result = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, tmp_path / name, *common, flag))
@@ -191,20 +257,39 @@ def test_a_cached_frozen_prefix_trains_exactly_like_the_full_model(tiny_preset, 
         runs[name] = json.loads((tmp_path / name / "history.json").read_text())
     cached, full = runs["cached"], runs["full"]
     np.testing.assert_allclose([s["loss"] for s in cached["steps"]], [s["loss"] for s in full["steps"]], atol=1e-4)
-    np.testing.assert_allclose([e["val_loss"] for e in cached["epochs"]], [e["val_loss"] for e in full["epochs"]], atol=1e-4)
-    expected, got = adapter_arrays(tmp_path / "full" / "adapter.npz"), adapter_arrays(tmp_path / "cached" / "adapter.npz")
+    np.testing.assert_allclose(
+        [e["val_loss"] for e in cached["epochs"]], [e["val_loss"] for e in full["epochs"]], atol=1e-4
+    )
+    expected, got = (
+        adapter_arrays(tmp_path / "full" / "adapter.npz"),
+        adapter_arrays(tmp_path / "cached" / "adapter.npz"),
+    )
     # One block's query and value adapters (A, B each), the pooled norm and the dense head.
     assert expected.keys() == got.keys() and len(expected) == 8
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], atol=1e-4, err_msg=name)
 
 
+@pytest.mark.slow
 def test_train_command_runs_data_parallel(tiny_preset, data_file, tmp_path):
     # One CPU here: a one-replica MirroredStrategy, which still makes every variable a
     # distributed one; tests/test_distribution.py checks two devices step by step.
     out = tmp_path / "run"
-    result = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, out, "--epochs", "1", "--max-examples", "40",
-                                                     "--no-save-keras", "--distribution", "data"))  # fmt: skip
+    result = CliRunner().invoke(
+        train_main,
+        cli_args(
+            tiny_preset,
+            data_file,
+            out,
+            "--epochs",
+            "1",
+            "--max-examples",
+            "40",
+            "--no-save-keras",
+            "--distribution",
+            "data",
+        ),
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["distribution"]["strategy"] in ("mirrored", "data") and summary["steps"] == 9
@@ -219,16 +304,23 @@ def test_cli_defaults_are_the_training_configs():
     assert len(options) > 20 and {name: defaults[name] for name in options} == options
 
 
+@pytest.mark.slow
 def test_a_recipe_fills_what_the_command_line_does_not_give(tiny_preset, data_file, tmp_path, monkeypatch):
     from kgemma.training import recipes
 
     assert recipes.recipe_config("report") == TrainingConfig()
     with pytest.raises(ValueError, match="Unknown recipe 'fast'; choose one of"):
         recipes.recipe_config("fast")
-    monkeypatch.setitem(recipes.RECIPES, "report", recipes.Recipe("a test recipe", {"epochs": 1, "max_examples": 40, "learning_rate": 1e-3}))
+    monkeypatch.setitem(
+        recipes.RECIPES,
+        "report",
+        recipes.Recipe("a test recipe", {"epochs": 1, "max_examples": 40, "learning_rate": 1e-3}),
+    )
     out = tmp_path / "run"
     # cli_args gives --learning-rate 1e-2 explicitly: it wins over the recipe's 1e-3.
-    result = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, out, "--recipe", "report", "--no-save-keras"))
+    result = CliRunner().invoke(
+        train_main, cli_args(tiny_preset, data_file, out, "--recipe", "report", "--no-save-keras")
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "run.json").read_text())["config"]
     assert (config["epochs"], config["max_examples"], config["learning_rate"]) == (1, 40, 1e-2)
@@ -246,6 +338,7 @@ def test_training_refuses_a_model_that_would_leave_lora_untrained(make_classifie
             training_model(clf, TrainingConfig(lora_layers=1, cache_prefix=cache), 10)
 
 
+@pytest.mark.slow
 def test_keras_fit_on_texts_takes_the_same_steps_as_kgemma_training(make_classifier, review_rows, tmp_path):
     import math
 
@@ -257,7 +350,9 @@ def test_keras_fit_on_texts_takes_the_same_steps_as_kgemma_training(make_classif
     texts = [r["text"] for r in review_rows[:36]]
     labels = np.array([r["label"] for r in review_rows[:36]])
     reviews = Reviews(texts, labels)
-    config = TrainingConfig(epochs=2, batch_size=4, learning_rate=5e-3, cache_prefix=False, seed=3, checkpoint_every=1000)
+    config = TrainingConfig(
+        epochs=2, batch_size=4, learning_rate=5e-3, cache_prefix=False, seed=3, checkpoint_every=1000
+    )
     ours = make_classifier(seed=5)
     _, progress = fit(ours, reviews, reviews, config, tmp_path / "run", verbose=0)
     # kgemma's fit restores its best epoch; Keras's runs up to that epoch.
@@ -269,4 +364,6 @@ def test_keras_fit_on_texts_takes_the_same_steps_as_kgemma_training(make_classif
     assert len(ours.trainable_weights) == len(theirs.trainable_weights) > 2
     assert np.abs(keras.ops.convert_to_numpy(theirs.output_dense.kernel)).max() > 1e-3  # It trained.
     for a, b in zip(ours.trainable_weights, theirs.trainable_weights):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a), atol=1e-6, err_msg=a.path)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a), atol=1e-6, err_msg=a.path
+        )

@@ -32,12 +32,34 @@ def user_errors_as_messages(command):
 def distribution_options(command):
     """`--distribution`, `--devices`, `--model-parallel`, `--multi-worker`: shared by the CLIs."""
     options = [
-        click.option("--distribution", type=click.Choice(["none", "data", "model"]), default="none", show_default=True,
-                     help="data: data parallel (JAX keras.distribution, or tf.distribute Mirrored); model: weights split over devices (JAX backend)."),
-        click.option("--devices", type=click.IntRange(min=1), default=None, help="Devices to use (default: all the backend sees)."),
-        click.option("--model-parallel", type=click.IntRange(min=1), default=None, help="With --distribution model: devices per model replica (default: all)."),
-        click.option("--multi-worker", is_flag=True, help="With --distribution data on TensorFlow: MultiWorkerMirroredStrategy over the hosts in TF_CONFIG."),
-    ]  # fmt: skip
+        click.option(
+            "--distribution",
+            type=click.Choice(["none", "data", "model"]),
+            default="none",
+            show_default=True,
+            help=(
+                "data: data parallel (JAX keras.distribution, or tf.distribute Mirrored); model: weights split "
+                "over devices (JAX backend)."
+            ),
+        ),
+        click.option(
+            "--devices",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Devices to use (default: all the backend sees).",
+        ),
+        click.option(
+            "--model-parallel",
+            type=click.IntRange(min=1),
+            default=None,
+            help="With --distribution model: devices per model replica (default: all).",
+        ),
+        click.option(
+            "--multi-worker",
+            is_flag=True,
+            help="With --distribution data on TensorFlow: MultiWorkerMirroredStrategy over the hosts in TF_CONFIG.",
+        ),
+    ]
     for option in reversed(options):
         command = option(command)
     return command
@@ -52,4 +74,6 @@ def make_distribution(distribution, devices, model_parallel, multi_worker, prese
         from kgemma.presets import backbone_config
 
         config = backbone_config(preset)
-    return create_distribution(distribution, devices=devices, model_parallel=model_parallel, backbone_config=config, multi_worker=multi_worker)
+    return create_distribution(
+        distribution, devices=devices, model_parallel=model_parallel, backbone_config=config, multi_worker=multi_worker
+    )

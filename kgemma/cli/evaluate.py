@@ -21,7 +21,8 @@ Examples:
       --contrast dev_original.tsv dev_contrast.tsv --slice spoilers='spoiler' --output eval
   # Four workers score a quarter each (any machines), then one merges the report:
   kgemma-eval --adapter a.npz --data ../shared/data/imdb --shard 0/4 --output eval/shard0   # ... up to 3/4
-  kgemma-eval --data ../shared/data/imdb --merge eval/shard0 --merge eval/shard1 --merge eval/shard2 --merge eval/shard3 --output eval
+  kgemma-eval --data ../shared/data/imdb --merge eval/shard0 --merge eval/shard1 \\
+      --merge eval/shard2 --merge eval/shard3 --output eval
 """
 
 
@@ -38,7 +39,9 @@ def load_classifier(model_path, adapter_path, preset, dtype=None):
     try:
         model = keras.saving.load_model(model_path)
     except Exception as e:
-        raise ValueError(f"Could not load the model {model_path}: corrupt or not a kgemma .keras file ({type(e).__name__}).") from e
+        raise ValueError(
+            f"Could not load the model {model_path}: corrupt or not a kgemma .keras file ({type(e).__name__})."
+        ) from e
     if not isinstance(model, GemmaSentimentClassifier):
         raise ValueError(f"{model_path} holds a {type(model).__name__}, not a GemmaSentimentClassifier.")
     return model
@@ -91,11 +94,22 @@ def score_shard(shard, reviews, score, out, model_path, adapter_path, settings, 
 
     index, count = parse_shard(shard)
     rows = shard_rows(len(reviews), index, count)
-    stream_predictions(out / "predictions.jsonl", reviews.subset(rows), score, on_progress=progress_printer(f"Shard {shard}"), model=fingerprint)
-    paths = {"model": model_path and str(Path(model_path).resolve()), "adapter": adapter_path and str(Path(adapter_path).resolve())}
+    stream_predictions(
+        out / "predictions.jsonl",
+        reviews.subset(rows),
+        score,
+        on_progress=progress_printer(f"Shard {shard}"),
+        model=fingerprint,
+    )
+    paths = {
+        "model": model_path and str(Path(model_path).resolve()),
+        "adapter": adapter_path and str(Path(adapter_path).resolve()),
+    }
     write_shard_info(out, index, count, len(reviews), {**paths, "settings": settings})
-    click.echo(f"Shard {index}/{count}: scored {len(rows)} of {len(reviews)} rows into {out}. "
-               "Merge all shards with kgemma-eval --merge DIR0 --merge DIR1 ... and the same data options.")  # fmt: skip
+    click.echo(
+        f"Shard {index}/{count}: scored {len(rows)} of {len(reviews)} rows into {out}. "
+        "Merge all shards with kgemma-eval --merge DIR0 --merge DIR1 ... and the same data options."
+    )
 
 
 def progress_printer(label):
@@ -114,32 +128,147 @@ def progress_printer(label):
 
 @click.command(epilog=EPILOG, context_settings={"max_content_width": 100})
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A saved .keras model.")
-@click.option("--adapter", "adapter_path", type=click.Path(exists=True, dir_okay=False), help="An adapter .npz from kgemma-train or save_adapter().")
+@click.option(
+    "--adapter",
+    "adapter_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="An adapter .npz from kgemma-train or save_adapter().",
+)
 @click.option("--preset", default=None, help="Base model for --adapter (default: the one recorded in the adapter).")
-@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default=None, help="Backbone dtype for --adapter (default: the one it was trained in); bfloat16 is faster on CPUs with AMX or AVX512-BF16.")
-@click.option("--data", "data_source", default=None, help="'tfds', an aclImdb folder, a folder with test.jsonl.gz, or any labelled .jsonl/.csv/.tsv file. Default: $KGEMMA_IMDB_DIR, else tfds.")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True, help="IMDB split (ignored for a single file).")
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPE_CHOICES),
+    default=None,
+    help=(
+        "Backbone dtype for --adapter (default: the one it was trained in); bfloat16 is faster on CPUs "
+        "with AMX or AVX512-BF16."
+    ),
+)
+@click.option(
+    "--data",
+    "data_source",
+    default=None,
+    help=(
+        "'tfds', an aclImdb folder, a folder with test.jsonl.gz, or any labelled .jsonl/.csv/.tsv file. "
+        "Default: $KGEMMA_IMDB_DIR, else tfds."
+    ),
+)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "train"]),
+    default="test",
+    show_default=True,
+    help="IMDB split (ignored for a single file).",
+)
 @click.option("--data-dir", default=None, help="tensorflow-datasets data directory.")
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--label-field", default="label", show_default=True)
-@click.option("--max-examples", type=click.IntRange(min=2), default=None, help="Evaluate a stratified, seeded sample of this many rows.")
+@click.option(
+    "--max-examples",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Evaluate a stratified, seeded sample of this many rows.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--slice", "slice_rules", multiple=True, metavar="NAME=REGEX", help="An extra slice: reviews whose normalized text matches REGEX. Repeatable.")
-@click.option("--contrast", "contrast_tsv", nargs=2, multiple=True, type=click.Path(exists=True, dir_okay=False), metavar="ORIGINAL EDITED", help="Aligned contrast TSV files (Sentiment<TAB>Text). Repeatable.")
-@click.option("--contrast-pairs", multiple=True, type=click.Path(exists=True, dir_okay=False), help="A JSONL file of contrast pairs. Repeatable.")
-@click.option("--temperature-scaling/--no-temperature-scaling", default=False, show_default=True, help="Fit a temperature on validation rows (never test rows) and apply it.")
-@click.option("--calibration-examples", type=click.IntRange(min=10), default=200, show_default=True, help="Validation rows for temperature scaling when the training run is unknown.")
-@click.option("--baseline/--no-baseline", default=True, show_default=True, help="Train and score a TF-IDF + logistic regression baseline on the same rows.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["json", "md", "html"]), default=("json", "md", "html"), show_default=True)
-@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Report folder; predictions.jsonl there lets an interrupted run resume.")
-@click.option("--shard", default=None, metavar="I/N", help="Score only rows I, I+N, I+2N, ... into --output (one worker of N), and write no report.")
-@click.option("--merge", multiple=True, type=click.Path(exists=True, file_okay=False), help="A --shard output folder; give all N to merge their predictions into one report, exactly as one run would.")
+@click.option(
+    "--slice",
+    "slice_rules",
+    multiple=True,
+    metavar="NAME=REGEX",
+    help="An extra slice: reviews whose normalized text matches REGEX. Repeatable.",
+)
+@click.option(
+    "--contrast",
+    "contrast_tsv",
+    nargs=2,
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="ORIGINAL EDITED",
+    help="Aligned contrast TSV files (Sentiment<TAB>Text). Repeatable.",
+)
+@click.option(
+    "--contrast-pairs",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A JSONL file of contrast pairs. Repeatable.",
+)
+@click.option(
+    "--temperature-scaling/--no-temperature-scaling",
+    default=False,
+    show_default=True,
+    help="Fit a temperature on validation rows (never test rows) and apply it.",
+)
+@click.option(
+    "--calibration-examples",
+    type=click.IntRange(min=10),
+    default=200,
+    show_default=True,
+    help="Validation rows for temperature scaling when the training run is unknown.",
+)
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    show_default=True,
+    help="Train and score a TF-IDF + logistic regression baseline on the same rows.",
+)
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["json", "md", "html"]),
+    default=("json", "md", "html"),
+    show_default=True,
+)
+@click.option(
+    "--output",
+    "output_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Report folder; predictions.jsonl there lets an interrupted run resume.",
+)
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Score only rows I, I+N, I+2N, ... into --output (one worker of N), and write no report.",
+)
+@click.option(
+    "--merge",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A --shard output folder; give all N to merge their predictions into one report, exactly as one run would.",
+)
 @distribution_options
 @user_errors_as_messages
-def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, text_field, label_field, max_examples, seed,
-         batch_size, slice_rules, contrast_tsv, contrast_pairs, temperature_scaling, calibration_examples, baseline,
-         formats, output_dir, shard, merge, distribution, devices, model_parallel, multi_worker):  # fmt: skip
+def main(
+    model_path,
+    adapter_path,
+    preset,
+    dtype,
+    data_source,
+    split,
+    data_dir,
+    text_field,
+    label_field,
+    max_examples,
+    seed,
+    batch_size,
+    slice_rules,
+    contrast_tsv,
+    contrast_pairs,
+    temperature_scaling,
+    calibration_examples,
+    baseline,
+    formats,
+    output_dir,
+    shard,
+    merge,
+    distribution,
+    devices,
+    model_parallel,
+    multi_worker,
+):
     """Evaluate a Gemma sentiment classifier: metrics with confidence intervals,
     calibration, nuanced-review slices, contrast pairs, a baseline, and a report."""
     from kgemma.data import default_imdb_source
@@ -172,16 +301,23 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
     score = fingerprint = predictions = None
     if merge:
         if model_path or adapter_path or temperature_scaling or contrast_sets:
-            raise click.UsageError("--merge combines shards' predictions: pass no --model, --adapter, --temperature-scaling or --contrast.")
+            raise click.UsageError(
+                "--merge combines shards' predictions: pass no --model, --adapter, --temperature-scaling or --contrast."
+            )
         logits, n_tokens, info = merge_shards(merge, reviews)
         model_path, adapter_path, settings = info["model"], info["adapter"], info["settings"]
         predictions = (logits, n_tokens)
     else:
         if distribution == "data":
-            raise click.UsageError("Evaluation scales out by --shard I/N (one worker per device or host); --distribution model splits a model too big for one device.")
+            raise click.UsageError(
+                "Evaluation scales out by --shard I/N (one worker per device or host); --distribution model "
+                "splits a model too big for one device."
+            )
         plan = None
         if distribution != "none":
-            plan = make_distribution(distribution, devices, model_parallel, multi_worker, preset or adapter_base(adapter_path))
+            plan = make_distribution(
+                distribution, devices, model_parallel, multi_worker, preset or adapter_base(adapter_path)
+            )
         with plan.scope() if plan else contextlib.nullcontext():
             classifier = load_classifier(model_path, adapter_path, preset, dtype)
         settings = classifier.rebuild_config()
@@ -191,9 +327,15 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
             return score_shard(shard, reviews, score, out, model_path, adapter_path, settings, fingerprint)
 
     run, history = run_info(model_path, adapter_path)
-    train, validation = training_rows(run, source, data_dir, fields, seed, calibration_examples) if (baseline or temperature_scaling) else (None, None)
+    train, validation = (
+        training_rows(run, source, data_dir, fields, seed, calibration_examples)
+        if (baseline or temperature_scaling)
+        else (None, None)
+    )
     if temperature_scaling and validation is None:
-        raise click.UsageError("--temperature-scaling needs validation rows: use an IMDB source or the model's run folder.")
+        raise click.UsageError(
+            "--temperature-scaling needs validation rows: use an IMDB source or the model's run folder."
+        )
     metrics = run_evaluation(
         reviews,
         score,
@@ -221,7 +363,10 @@ def main(model_path, adapter_path, preset, dtype, data_source, split, data_dir, 
     for row in rows:
         click.echo("  ".join(f"{c:>14}" for c in row))
     for c in metrics["contrast"]:
-        click.echo(f"\ncontrast {c['name']}: original {c['original_accuracy']:.1%}, edited {c['edited_accuracy']:.1%}, consistency {c['consistency']:.1%} ({c['n_pairs']} pairs)")
+        click.echo(
+            f"\ncontrast {c['name']}: original {c['original_accuracy']:.1%}, edited {c['edited_accuracy']:.1%}, "
+            f"consistency {c['consistency']:.1%} ({c['n_pairs']} pairs)"
+        )
     click.echo(f"\nReport: {out / 'report.md'}, {out / 'report.html'}, {out / 'metrics.json'}")
 
 

@@ -51,7 +51,9 @@ def _decoded_lines(path):
                 try:
                     yield number, raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise ValueError(f"{path}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start}).") from None
+                    raise ValueError(
+                        f"{path}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start})."
+                    ) from None
     except (OSError, EOFError) as e:  # gzip's BadGzipFile is an OSError; a cut-off .gz ends in EOFError.
         raise ValueError(f"{path}: damaged or not a gzip file after line {number} ({type(e).__name__}).") from None
 
@@ -74,7 +76,9 @@ def _rating(value, where):
         raise ValueError(f"{where}: rating {value!r} is not a whole number.") from None
 
 
-def read_jsonl(path, text_field="text", label_field="label", id_field="id", rating_field="rating", label_names=LABEL_NAMES):
+def read_jsonl(
+    path, text_field="text", label_field="label", id_field="id", rating_field="rating", label_names=LABEL_NAMES
+):
     """Read one JSON object a line (plain or `.gz`); blank lines are skipped."""
     texts, labels, ids, ratings = [], [], [], []
     for number, line in _decoded_lines(path):
@@ -102,7 +106,15 @@ def read_jsonl(path, text_field="text", label_field="label", id_field="id", rati
     return _finish(path, texts, labels, ids, ratings, label_names)
 
 
-def read_csv(path, text_field="text", label_field="label", id_field="id", rating_field="rating", label_names=LABEL_NAMES, delimiter=None):
+def read_csv(
+    path,
+    text_field="text",
+    label_field="label",
+    id_field="id",
+    rating_field="rating",
+    label_names=LABEL_NAMES,
+    delimiter=None,
+):
     """Read a CSV or TSV file with a header row (delimiter from the extension by default)."""
     path = Path(path)
     if delimiter is None:

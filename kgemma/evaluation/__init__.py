@@ -19,9 +19,9 @@ from kgemma.evaluation.predictions import shard_rows
 from kgemma.evaluation.predictions import stream_predictions
 from kgemma.evaluation.predictions import write_shard_info
 from kgemma.evaluation.report import summary_rows
+from kgemma.evaluation.report import write_report
 from kgemma.evaluation.run import classifier_scorer
 from kgemma.evaluation.run import run_evaluation
-from kgemma.evaluation.report import write_report
 from kgemma.evaluation.slices import BUILTIN_SLICES
 from kgemma.evaluation.slices import Slice
 from kgemma.evaluation.slices import custom_slice

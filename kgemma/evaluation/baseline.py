@@ -6,8 +6,6 @@ from sklearn.pipeline import make_pipeline
 
 from kgemma.data.overlap import normalize_text
 
-BASELINE_NAME = "tfidf_logreg"
-
 
 def fit_tfidf_baseline(texts, labels, seed=0):
     """A fitted scikit-learn pipeline; its `predict_proba` takes raw texts."""

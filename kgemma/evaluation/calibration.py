@@ -5,7 +5,6 @@ from scipy.optimize import minimize_scalar
 from scipy.special import softmax
 
 
-
 def reliability_bins(y_true, probabilities, n_bins=15):
     """Per equal-width bin of top-1 confidence: count, mean confidence, accuracy."""
     probabilities = np.asarray(probabilities)
@@ -34,7 +33,11 @@ def expected_calibration_error(y_true, probabilities, n_bins=15):
     """ECE with equal-width bins of top-1 confidence (Guo et al., 2017)."""
     n = len(y_true)
     return float(
-        sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in reliability_bins(y_true, probabilities, n_bins) if b["count"])
+        sum(
+            b["count"] / n * abs(b["accuracy"] - b["confidence"])
+            for b in reliability_bins(y_true, probabilities, n_bins)
+            if b["count"]
+        )
     )
 
 

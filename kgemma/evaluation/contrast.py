@@ -33,7 +33,12 @@ def read_contrast_jsonl(path):
             try:
                 row = json.loads(line)
                 rows.append(
-                    (row["original"], parse_label(row["original_label"]), row["edited"], parse_label(row["edited_label"]))
+                    (
+                        row["original"],
+                        parse_label(row["original_label"]),
+                        row["edited"],
+                        parse_label(row["edited_label"]),
+                    )
                 )
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{path}, line {number}: not a contrast pair ({e}).") from None

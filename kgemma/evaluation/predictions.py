@@ -35,8 +35,7 @@ def _read_done(path, reviews):
         i = row["index"]
         if i != len(done) or i >= len(reviews) or row["sha1"] != _fingerprint(reviews.texts[i]):
             raise ValueError(
-                f"{path} holds predictions for other data (row {i} differs); "
-                "delete it or choose another output folder."
+                f"{path} holds predictions for other data (row {i} differs); delete it or choose another output folder."
             )
         done.append(row)
     path.write_text("".join(json.dumps(r) + "\n" for r in done), encoding="utf-8")
@@ -151,7 +150,10 @@ def merge_shards(folders, reviews):
         names = ", ".join(f"{info['index']}/{info['count']}" for info in infos)
         raise ValueError(f"Shards {names} are not one complete set of I/N.")
     if any(info["rows"] != len(reviews) for info in infos):
-        raise ValueError(f"The shards were scored on {infos[0]['rows']} rows; these data have {len(reviews)}. Use the same --data, --max-examples and --seed.")
+        raise ValueError(
+            f"The shards were scored on {infos[0]['rows']} rows; these data have {len(reviews)}. Use the "
+            "same --data, --max-examples and --seed."
+        )
     first = model_record_path(Path(folders[0]) / "predictions.jsonl")
     for folder in folders[1:]:
         # Every shard must come from the model the first one names.
@@ -162,7 +164,10 @@ def merge_shards(folders, reviews):
         rows = shard_rows(len(reviews), info["index"], info["count"])
         done = _read_done(Path(folder) / "predictions.jsonl", reviews.subset(rows))
         if len(done) != len(rows):
-            raise ValueError(f"Shard {info['index']}/{info['count']} in {folder} scored {len(done)} of its {len(rows)} rows; finish it first.")
+            raise ValueError(
+                f"Shard {info['index']}/{info['count']} in {folder} scored {len(done)} of its {len(rows)} rows; "
+                "finish it first."
+            )
         shard_logits = np.array([r["logits"] for r in done], dtype="float64")
         if logits is None:
             logits = np.zeros((len(reviews), shard_logits.shape[1]), dtype="float64")

@@ -24,7 +24,14 @@ def plot_confusion(metrics, path, label_names):
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     for (i, j), c in np.ndenumerate(counts):
-        ax.text(j, i, f"{c}\n{normalized[i, j]:.1%}", ha="center", va="center", color="white" if normalized[i, j] > 0.5 else "black")
+        ax.text(
+            j,
+            i,
+            f"{c}\n{normalized[i, j]:.1%}",
+            ha="center",
+            va="center",
+            color="white" if normalized[i, j] > 0.5 else "black",
+        )
     ax.set_xticks(range(len(label_names)), label_names)
     ax.set_yticks(range(len(label_names)), label_names)
     ax.set_xlabel("predicted")
@@ -111,11 +118,21 @@ def summary_rows(metrics):
         ("macro F1", f"{_fmt(o['macro_f1'])} {_ci(o['macro_f1_ci95'])}"),
         ("ROC-AUC / PR-AUC", f"{_fmt(o['roc_auc'], False)} / {_fmt(o['pr_auc'], False)}"),
         ("log loss / Brier", f"{_fmt(o['log_loss'], False)} / {_fmt(o['brier'], False)}"),
-        ("ECE (15 bins)", f"{c['ece']:.4f}" + (f" (raw {c['ece_before_temperature']:.4f}, T={c['temperature']:.3f})" if c["temperature"] else "")),
+        (
+            "ECE (15 bins)",
+            f"{c['ece']:.4f}"
+            + (f" (raw {c['ece_before_temperature']:.4f}, T={c['temperature']:.3f})" if c["temperature"] else ""),
+        ),
     ]
     if "baseline" in metrics:
         b = metrics["baseline"]
-        rows.append(("TF-IDF baseline accuracy", f"{_fmt(b['overall']['accuracy'])} {_ci(b['overall']['accuracy_ci95'])} (trained on {b.get('train_rows', '?')} rows)"))
+        rows.append(
+            (
+                "TF-IDF baseline accuracy",
+                f"{_fmt(b['overall']['accuracy'])} {_ci(b['overall']['accuracy_ci95'])} "
+                f"(trained on {b.get('train_rows', '?')} rows)",
+            )
+        )
     return rows
 
 
@@ -124,7 +141,17 @@ def slice_table(metrics):
     rows = []
     for name, s in metrics["slices"].items():
         gap = "–" if s["gap_to_overall"] is None else f"{s['gap_to_overall']:+.1%}"
-        rows.append([name, str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["macro_f1"]), gap, _fmt(s.get("baseline_accuracy"))])
+        rows.append(
+            [
+                name,
+                str(s["n"]),
+                _fmt(s["accuracy"]),
+                _ci(s["accuracy_ci95"]),
+                _fmt(s["macro_f1"]),
+                gap,
+                _fmt(s.get("baseline_accuracy")),
+            ]
+        )
     return header, rows
 
 
@@ -135,15 +162,34 @@ def _markdown_table(header, rows):
 
 
 def render_markdown(metrics, images, title):
-    parts = [f"# {title}", "", f"Data: `{metrics['data']['source']}`, {metrics['data']['n']} reviews {metrics['data']['labels']}.", ""]
+    parts = [
+        f"# {title}",
+        "",
+        f"Data: `{metrics['data']['source']}`, {metrics['data']['n']} reviews {metrics['data']['labels']}.",
+        "",
+    ]
     parts += ["## Overall", "", _markdown_table(["metric", "value"], [list(r) for r in summary_rows(metrics)]), ""]
     parts += [f"![confusion matrix]({images['confusion']})  ![reliability diagram]({images['reliability']})", ""]
     header, rows = slice_table(metrics)
     parts += ["## Nuanced-review slices", "", _markdown_table(header, rows), "", f"![slices]({images['slices']})", ""]
     parts += [f"- **{name}**: {text}" for name, text in metrics["slice_descriptions"].items()] + [""]
     if metrics["contrast"]:
-        rows = [[c["name"], str(c["n_pairs"]), _fmt(c["original_accuracy"]), _fmt(c["edited_accuracy"]), _fmt(c["consistency"])] for c in metrics["contrast"]]
-        parts += ["## Contrast pairs", "", _markdown_table(["set", "pairs", "original acc.", "edited acc.", "consistency (both right)"], rows), ""]
+        rows = [
+            [
+                c["name"],
+                str(c["n_pairs"]),
+                _fmt(c["original_accuracy"]),
+                _fmt(c["edited_accuracy"]),
+                _fmt(c["consistency"]),
+            ]
+            for c in metrics["contrast"]
+        ]
+        parts += [
+            "## Contrast pairs",
+            "",
+            _markdown_table(["set", "pairs", "original acc.", "edited acc.", "consistency (both right)"], rows),
+            "",
+        ]
     if "history" in images:
         parts += ["## Training", "", f"![learning curves]({images['history']})", ""]
     parts += ["## Most confident mistakes", ""] + [_mistake_line(m) for m in metrics["mistakes"]["overall"]]
@@ -172,20 +218,44 @@ def render_html(metrics, image_files, title):
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:980px;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}li{margin:.4em 0}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>Data: <code>{html.escape(str(metrics['data']['source']))}</code>, {metrics['data']['n']} reviews.</p>",
-        "<h2>Overall</h2>", table(["metric", "value"], summary_rows(metrics)),
-        img(image_files["confusion"]), img(image_files["reliability"]),
-        "<h2>Nuanced-review slices</h2>", table(header, rows), img(image_files["slices"]),
-        "<ul>" + "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(t)}</li>" for n, t in metrics["slice_descriptions"].items()) + "</ul>",
+        f"<h1>{html.escape(title)}</h1><p>Data: <code>{html.escape(str(metrics['data']['source']))}</code>, "
+        f"{metrics['data']['n']} reviews.</p>",
+        "<h2>Overall</h2>",
+        table(["metric", "value"], summary_rows(metrics)),
+        img(image_files["confusion"]),
+        img(image_files["reliability"]),
+        "<h2>Nuanced-review slices</h2>",
+        table(header, rows),
+        img(image_files["slices"]),
+        "<ul>"
+        + "".join(
+            f"<li><b>{html.escape(n)}</b>: {html.escape(t)}</li>" for n, t in metrics["slice_descriptions"].items()
+        )
+        + "</ul>",
     ]
     if metrics["contrast"]:
-        rows = [[c["name"], str(c["n_pairs"]), _fmt(c["original_accuracy"]), _fmt(c["edited_accuracy"]), _fmt(c["consistency"])] for c in metrics["contrast"]]
-        parts += ["<h2>Contrast pairs</h2>", table(["set", "pairs", "original acc.", "edited acc.", "consistency"], rows)]
+        rows = [
+            [
+                c["name"],
+                str(c["n_pairs"]),
+                _fmt(c["original_accuracy"]),
+                _fmt(c["edited_accuracy"]),
+                _fmt(c["consistency"]),
+            ]
+            for c in metrics["contrast"]
+        ]
+        parts += [
+            "<h2>Contrast pairs</h2>",
+            table(["set", "pairs", "original acc.", "edited acc.", "consistency"], rows),
+        ]
     if "history" in image_files:
         parts += ["<h2>Training</h2>", img(image_files["history"])]
     parts.append("<h2>Most confident mistakes</h2><ul>")
     for m in metrics["mistakes"]["overall"]:
-        parts.append(f"<li><code>{html.escape(m['id'])}</code> true <b>{m['label']}</b>, predicted {m['predicted']} ({m['confidence']:.1%}): {html.escape(m['excerpt'])}</li>")
+        parts.append(
+            f"<li><code>{html.escape(m['id'])}</code> true <b>{m['label']}</b>, predicted {m['predicted']} "
+            f"({m['confidence']:.1%}): {html.escape(m['excerpt'])}</li>"
+        )
     parts.append("</ul></body></html>")
     return "\n".join(parts)
 

@@ -95,7 +95,9 @@ def run_evaluation(
     out = Path(output_dir)
     settings = (model_info or {}).get("settings", {})
     if predictions is None:
-        predictions = stream_predictions(out / "predictions.jsonl", reviews, score, on_progress=on_progress, model=fingerprint)
+        predictions = stream_predictions(
+            out / "predictions.jsonl", reviews, score, on_progress=on_progress, model=fingerprint
+        )
     logits, n_tokens = predictions
     # The model's own temperature (saved with it), as predict_proba applies it, unless refitted here.
     temperature = settings.get("temperature", 1.0)

@@ -33,7 +33,7 @@ def _regex_slice(name, description, pattern):
 # Negation flips or weakens the words around it ("not bad", "never boring").
 NEGATION = _regex_slice(
     "negation",
-    "A negation near an evaluative word (\"not bad\", \"never boring\", \"wasn't good\"): "
+    'A negation near an evaluative word ("not bad", "never boring", "wasn\'t good"): '
     "bag-of-words cues point the wrong way.",
     r"\b(not|never|no|hardly|n't|cannot|nothing)\b\W+(?:\w+\W+){0,2}?"
     r"(bad|good|great|terrible|awful|boring|funny|worth|recommend|disappoint\w*|enjoy\w*|best|worst|like|love)\b"
@@ -50,17 +50,15 @@ _TURN_RE = re.compile(_TURN)
 # depends on which side the reviewer lands on, not on word counts.
 MIXED = Slice(
     "mixed",
-    "Contrast or mixed sentiment: a turn (\"but\", \"however\", \"although\") in a review that "
+    'Contrast or mixed sentiment: a turn ("but", "however", "although") in a review that '
     "holds both strong praise and strong criticism.",
-    lambda row: bool(
-        _TURN_RE.search(t := normalize_text(row["text"])) and _POS_RE.search(t) and _NEG_RE.search(t)
-    ),
+    lambda row: bool(_TURN_RE.search(t := normalize_text(row["text"])) and _POS_RE.search(t) and _NEG_RE.search(t)),
 )
 
 # Surface cues of sarcasm: what is said is the opposite of what is meant.
 SARCASM = _regex_slice(
     "sarcasm_cues",
-    "Sarcasm cues (\"(not)\", \"yeah right\", \"oh great\", \"/s\", \"thanks for nothing\", praise in "
+    'Sarcasm cues ("(not)", "yeah right", "oh great", "/s", "thanks for nothing", praise in '
     "scare quotes): the literal words mean the opposite.",
     r"\(not\)|\byeah,? right\b|\boh,? (great|joy|wonderful|brilliant|sure)\b|(^|\s)/s\b|\bthanks for nothing\b"
     r"|\bwhat a (treat|joy)\b|[\"'](great|brilliant|masterpiece|genius|classic|amazing|funny|scary|acting|plot)[\"']"
@@ -69,8 +67,7 @@ SARCASM = _regex_slice(
 
 BORDERLINE = Slice(
     "borderline_rating",
-    "Borderline ratings (4 and 7 of 10): lukewarm reviews closest to the other class. "
-    "Only where ratings are known.",
+    "Borderline ratings (4 and 7 of 10): lukewarm reviews closest to the other class. Only where ratings are known.",
     lambda row: row.get("rating") in BORDERLINE_RATINGS,
 )
 

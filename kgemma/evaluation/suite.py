@@ -35,7 +35,14 @@ def slice_metrics(labels, predicted, masks, overall_accuracy, baseline_predicted
     for name, mask in masks.items():
         mask = np.asarray(mask, dtype=bool)
         n = int(mask.sum())
-        entry = {"n": n, "accuracy": None, "accuracy_ci95": None, "macro_f1": None, "macro_f1_ci95": None, "gap_to_overall": None}
+        entry = {
+            "n": n,
+            "accuracy": None,
+            "accuracy_ci95": None,
+            "macro_f1": None,
+            "macro_f1_ci95": None,
+            "gap_to_overall": None,
+        }
         if n:
             y, p = labels[mask], predicted[mask]
             accuracy = float((y == p).mean())
@@ -108,5 +115,7 @@ def evaluate_predictions(
         },
     }
     if baseline_probabilities is not None:
-        result["baseline"] = {"overall": classification_metrics(labels, baseline_probabilities, reviews.label_names, seed=seed)}
+        result["baseline"] = {
+            "overall": classification_metrics(labels, baseline_probabilities, reviews.label_names, seed=seed)
+        }
     return result

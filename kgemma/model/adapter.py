@@ -79,7 +79,9 @@ def read_adapter(path):
     except Exception as e:
         # Not numpy's own message: for random bytes it suggests allow_pickle=True, which
         # would be unsafe advice for a damaged or foreign file.
-        raise ValueError(f"{path} is not a readable kgemma adapter: damaged, truncated or not an .npz file ({type(e).__name__}).") from None
+        raise ValueError(
+            f"{path} is not a readable kgemma adapter: damaged, truncated or not an .npz file ({type(e).__name__})."
+        ) from None
     if _HEADER_KEY not in arrays:
         raise ValueError(f"{path} is an .npz file but not a kgemma adapter (no header).")
     header = json.loads(arrays.pop(_HEADER_KEY).tobytes().decode())

@@ -71,7 +71,9 @@ def first_blocks(backbone, num_layers):
     attention kind (Gemma 3's local sliding-window or global layers).
     """
     if not 1 <= int(num_layers) <= backbone.num_layers:
-        raise ValueError(f"backbone_layers must be from 1 to {backbone.num_layers} (this backbone's blocks), got {num_layers!r}.")
+        raise ValueError(
+            f"backbone_layers must be from 1 to {backbone.num_layers} (this backbone's blocks), got {num_layers!r}."
+        )
     if int(num_layers) == backbone.num_layers:
         return backbone
     smaller = type(backbone).from_config({**backbone.get_config(), "num_layers": int(num_layers)})

@@ -108,4 +108,6 @@ def review_batches(features, labels, batch_size, seed=0):
     y_spec = tf.TensorSpec((None,), tf.as_dtype(labels.dtype))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=(x_spec, y_spec))
     # Every epoch has as many batches (the same windows, shuffled), so Keras knows its length.
-    return dataset.apply(tf.data.experimental.assert_cardinality(len(epoch_batches(lengths, batch_size, 0, seed, limit))))
+    return dataset.apply(
+        tf.data.experimental.assert_cardinality(len(epoch_batches(lengths, batch_size, 0, seed, limit)))
+    )

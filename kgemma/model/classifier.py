@@ -136,7 +136,9 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         self.preprocessor = preprocessor
         backbone.trainable = False
         # Attached before the functional graph is built, so that the graph runs through them.
-        adapters = attach_lora(backbone, lora_rank, lora_alpha, lora_dropout, lora_targets, lora_layers) if lora_rank else []
+        adapters = (
+            attach_lora(backbone, lora_rank, lora_alpha, lora_dropout, lora_targets, lora_layers) if lora_rank else []
+        )
         # Tracked here on TensorFlow and JAX (first among the trainable weights, an order
         # their numerics were measured with); see below for torch.
         self.lora_adapters = adapters
@@ -276,7 +278,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         return model
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
-        """Like `TextClassifier.compile`, but `"auto"` means the report's optimizer:
+        """Like `TextClassifier.compile`, but `"auto"` means the fine-tuning report's optimizer:
         AdamW with learning rate 2e-4 and no weight decay."""
         if optimizer == "auto":
             optimizer = keras.optimizers.AdamW(learning_rate=2e-4, weight_decay=0.0)
@@ -306,7 +308,9 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             return super().fit(x=x, y=y, batch_size=batch_size, validation_data=validation_data, **kwargs)
         batch_size = batch_size or 32
         if y is None or len(y) != len(x):
-            raise ValueError(f"fit on texts needs one label per text: got {len(x)} texts and {'no' if y is None else len(y)} labels.")
+            raise ValueError(
+                f"fit on texts needs one label per text: got {len(x)} texts and {'no' if y is None else len(y)} labels."
+            )
         x = review_batches(self._features(x), y, batch_size, seed)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2 and _is_texts(validation_data[0]):
             texts, labels = validation_data
@@ -359,7 +363,9 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         if depth is None:
             return self.frozen_depth
         if not 0 <= depth <= self.frozen_depth:
-            raise ValueError(f"The split depth must be from 0 to {self.frozen_depth} (the frozen blocks), got {depth!r}.")
+            raise ValueError(
+                f"The split depth must be from 0 to {self.frozen_depth} (the frozen blocks), got {depth!r}."
+            )
         return int(depth)
 
     # --- Plain-text convenience ----------------------------------------------------
@@ -395,7 +401,10 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             padding_mask.sum(axis=1),
             batch_size,
             limit=token_ids.shape[1],
-            batch_inputs=lambda rows, width: {"token_ids": token_ids[rows, :width], "padding_mask": padding_mask[rows, :width]},
+            batch_inputs=lambda rows, width: {
+                "token_ids": token_ids[rows, :width],
+                "padding_mask": padding_mask[rows, :width],
+            },
         ).astype("float32")
         check_finite(logits)
         return logits
@@ -511,4 +520,3 @@ def _is_texts(x):
     if isinstance(x, np.ndarray):
         return x.dtype.kind in "UO" and x.size > 0 and isinstance(x.flat[0], str)
     return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(t, str) for t in x)
-

@@ -16,8 +16,8 @@ import keras
 from keras import ops
 
 from kgemma.model.fused_blocks import run_blocks
-from kgemma.model.int8 import check_int8_backend
 from kgemma.model.fused_blocks import supports_fused
+from kgemma.model.int8 import check_int8_backend
 
 
 def embed_tokens(backbone, token_ids):
@@ -36,7 +36,9 @@ def _checked_int8(int8, fused, backbone):
     if int8:
         check_int8_backend()
         if not fused:
-            raise ValueError(f"int8 matmuls run in kgemma's fused Gemma 3 blocks only; {type(backbone).__name__} takes keras-hub's.")
+            raise ValueError(
+                f"int8 matmuls run in kgemma's fused Gemma 3 blocks only; {type(backbone).__name__} takes keras-hub's."
+            )
     return bool(int8)
 
 

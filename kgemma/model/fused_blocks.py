@@ -154,9 +154,15 @@ def _fused_block(block, x, context, training):
 
     # Attention. Query kernels are (heads, hidden, head_dim): as one (hidden, heads * head_dim) matrix.
     normed = ops.cast(_rms(x, block.pre_attention_norm), dtype)
-    q = _project(attention.query_dense, normed, _heads_last(attention.query_dense.kernel), training=training, int8=context.int8)
-    k = _project(attention.key_dense, normed, _heads_last(attention.key_dense.kernel), training=training, int8=context.int8)
-    v = _project(attention.value_dense, normed, _heads_last(attention.value_dense.kernel), training=training, int8=context.int8)
+    q = _project(
+        attention.query_dense, normed, _heads_last(attention.query_dense.kernel), training=training, int8=context.int8
+    )
+    k = _project(
+        attention.key_dense, normed, _heads_last(attention.key_dense.kernel), training=training, int8=context.int8
+    )
+    v = _project(
+        attention.value_dense, normed, _heads_last(attention.value_dense.kernel), training=training, int8=context.int8
+    )
     cos, sin = context.rotary(attention.rope_layer, head)
     scale = 1.0 / np.sqrt(head if attention.query_head_dim_normalize else attention.hidden_dim // n_q)
     q = _rotate(_rms(ops.reshape(q, (batch, length, n_q, head)), attention.query_norm), cos, sin) * scale

@@ -78,12 +78,8 @@ class LoRAAdapter(keras.layers.Layer):
 
     def build(self, input_shape=None):
         # A starts random and B at zero, so the adapted model starts as the base model.
-        self.lora_a = self.add_weight(
-            name="lora_a", shape=self.a_shape, initializer="he_uniform", dtype="float32"
-        )
-        self.lora_b = self.add_weight(
-            name="lora_b", shape=self.b_shape, initializer="zeros", dtype="float32"
-        )
+        self.lora_a = self.add_weight(name="lora_a", shape=self.a_shape, initializer="he_uniform", dtype="float32")
+        self.lora_b = self.add_weight(name="lora_b", shape=self.b_shape, initializer="zeros", dtype="float32")
         self.built = True
 
     def call(self, inputs, training=None):
@@ -176,7 +172,10 @@ def first_adapted_block(num_layers, lora_layers=None):
     if lora_layers is None:
         return 0
     if not isinstance(lora_layers, int) or not 1 <= lora_layers <= num_layers:
-        raise ValueError(f"lora_layers must be an integer from 1 to {num_layers} (the backbone's layers), or None for all; got {lora_layers!r}.")
+        raise ValueError(
+            f"lora_layers must be an integer from 1 to {num_layers} (the backbone's layers), or None for "
+            f"all; got {lora_layers!r}."
+        )
     return num_layers - lora_layers
 
 

@@ -1,8 +1,8 @@
 """Text -> token ids and padding mask for `GemmaSentimentClassifier`."""
 
 import keras
-import numpy as np
 import keras_hub
+import numpy as np
 import tensorflow as tf
 from keras_hub.src.utils.tensor_utils import preprocessing_function
 
@@ -10,6 +10,7 @@ from kgemma.data.reviews import LABEL_NAMES
 from kgemma.model.text import clean_review_text
 from kgemma.model.truncation import TRUNCATIONS
 from kgemma.model.truncation import truncate_tokens
+
 
 @keras.saving.register_keras_serializable(package="kgemma")
 class GemmaSentimentClassifierPreprocessor(keras_hub.models.TextClassifierPreprocessor):
@@ -105,9 +106,7 @@ class GemmaSentimentClassifierPreprocessor(keras_hub.models.TextClassifierPrepro
             return tf.argmax(matches, axis=-1, output_type=tf.int32)
         y = tf.cast(y, tf.int32)
         tf.debugging.assert_non_negative(y, message="Label ids must be >= 0")
-        tf.debugging.assert_less(
-            y, len(self.label_names), message=f"Label ids must be < {len(self.label_names)}"
-        )
+        tf.debugging.assert_less(y, len(self.label_names), message=f"Label ids must be < {len(self.label_names)}")
         return y
 
     @preprocessing_function
@@ -167,4 +166,3 @@ def tokenize(preprocessor, texts, chunk=512):
         ids.append(np.asarray(x["token_ids"]))
         masks.append(np.asarray(x["padding_mask"]))
     return {"token_ids": np.concatenate(ids), "padding_mask": np.concatenate(masks)}
-

@@ -59,7 +59,7 @@ def embedded_gguf_path():
         ) from e
 
 
-def read_source_info(preset_dir):
+def _read_source_info(preset_dir):
     """What a cached preset was converted from, or None for other presets (and for
     a cached one whose record is damaged)."""
     path = Path(preset_dir) / SOURCE_FILE
@@ -73,7 +73,7 @@ def read_source_info(preset_dir):
 
 def cache_problem(preset_dir):
     """Why a cached preset cannot be trusted (a sentence naming the file), or None."""
-    info = read_source_info(preset_dir)
+    info = _read_source_info(preset_dir)
     if info is None or "files" not in info:
         return f"{Path(preset_dir) / SOURCE_FILE} is missing, damaged or records no checksums"
     found = folder_checksums(preset_dir, skip=(SOURCE_FILE,))
@@ -96,7 +96,9 @@ def gguf_preset_dir(gguf_path, name=None):
         problem = cache_problem(target)
         if problem is None:
             return target
-        logging.getLogger("kgemma").warning("The converted model cache cannot be used: %s. Converting %s again.", problem, gguf_path.name)
+        logging.getLogger("kgemma").warning(
+            "The converted model cache cannot be used: %s. Converting %s again.", problem, gguf_path.name
+        )
         shutil.rmtree(target)
     backbone, tokenizer, context_length = convert_gguf(gguf_path)
     target.parent.mkdir(parents=True, exist_ok=True)

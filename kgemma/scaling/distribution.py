@@ -54,7 +54,12 @@ class KerasDistribution(SingleDevice):
             return keras.ops.convert_to_numpy(keras.Model.predict_on_batch(model, x))
 
     def describe(self):
-        return {"strategy": self.strategy, "backend": "jax", "replicas": self.replicas, "mesh_shape": list(self.mesh_shape)}
+        return {
+            "strategy": self.strategy,
+            "backend": "jax",
+            "replicas": self.replicas,
+            "mesh_shape": list(self.mesh_shape),
+        }
 
 
 class TensorFlowStrategy(SingleDevice):
@@ -117,9 +122,18 @@ def gemma_layout_map(mesh, backbone_config, model_axis="model", batch_axis="batc
     kv_heads = c.get("num_key_value_heads", c["num_query_heads"])
     rules = {
         "token_embedding/embeddings": ((c["vocabulary_size"], c["hidden_dim"]), (model_axis, batch_axis)),
-        "decoder_block.*attention.*query.kernel": ((c["num_query_heads"], c["hidden_dim"], c["head_dim"]), (model_axis, batch_axis, None)),
-        "decoder_block.*attention.*(key|value).kernel": ((kv_heads, c["hidden_dim"], c["head_dim"]), (model_axis, batch_axis, None)),
-        "decoder_block.*attention_output.kernel": ((c["num_query_heads"], c["head_dim"], c["hidden_dim"]), (model_axis, None, batch_axis)),
+        "decoder_block.*attention.*query.kernel": (
+            (c["num_query_heads"], c["hidden_dim"], c["head_dim"]),
+            (model_axis, batch_axis, None),
+        ),
+        "decoder_block.*attention.*(key|value).kernel": (
+            (kv_heads, c["hidden_dim"], c["head_dim"]),
+            (model_axis, batch_axis, None),
+        ),
+        "decoder_block.*attention_output.kernel": (
+            (c["num_query_heads"], c["head_dim"], c["hidden_dim"]),
+            (model_axis, None, batch_axis),
+        ),
         "decoder_block.*ffw_gating.*kernel": ((c["hidden_dim"], c["intermediate_dim"]), (batch_axis, model_axis)),
         "decoder_block.*ffw_linear.kernel": ((c["intermediate_dim"], c["hidden_dim"]), (model_axis, batch_axis)),
     }
@@ -181,7 +195,9 @@ def _jax_distribution(strategy, devices, model_parallel, backbone_config):
         raise ValueError(f"{len(chosen)} devices do not split into model-parallel groups of {model_parallel}.")
     shape = (len(chosen) // model_parallel, model_parallel)
     mesh = keras.distribution.DeviceMesh(shape=shape, axis_names=("batch", "model"), devices=chosen)
-    distribution = keras.distribution.ModelParallel(layout_map=gemma_layout_map(mesh, backbone_config), batch_dim_name="batch")
+    distribution = keras.distribution.ModelParallel(
+        layout_map=gemma_layout_map(mesh, backbone_config), batch_dim_name="batch"
+    )
     return KerasDistribution(distribution, "model", shape[0], shape)
 
 
@@ -189,7 +205,9 @@ def _tensorflow_strategy(strategy, devices, multi_worker):
     import tensorflow as tf
 
     if strategy == "model":
-        raise ValueError("Model parallelism runs on keras.distribution, which needs the JAX backend: set KERAS_BACKEND=jax.")
+        raise ValueError(
+            "Model parallelism runs on keras.distribution, which needs the JAX backend: set KERAS_BACKEND=jax."
+        )
     if multi_worker:
         return TensorFlowStrategy(tf.distribute.MultiWorkerMirroredStrategy(), "multi_worker_mirrored")
     gpus = tf.config.list_logical_devices("GPU")

@@ -14,11 +14,56 @@ GIB = 1024**3
 # keras-hub's configs of the Gemma presets docs/scaling.md plans for (Gemma 1 and 2
 # give each gating projection half of intermediate_dim; Gemma 3 gives it all).
 KNOWN_CONFIGS = {
-    "gemma3_270m": dict(family=3, vocabulary_size=262144, num_layers=18, num_query_heads=4, num_key_value_heads=1, hidden_dim=640, intermediate_dim=2048, head_dim=256),
-    "gemma_2b_en": dict(family=1, vocabulary_size=256000, num_layers=18, num_query_heads=8, num_key_value_heads=1, hidden_dim=2048, intermediate_dim=32768, head_dim=256),
-    "gemma2_2b_en": dict(family=2, vocabulary_size=256000, num_layers=26, num_query_heads=8, num_key_value_heads=4, hidden_dim=2304, intermediate_dim=18432, head_dim=256),
-    "gemma_7b_en": dict(family=1, vocabulary_size=256000, num_layers=28, num_query_heads=16, num_key_value_heads=16, hidden_dim=3072, intermediate_dim=49152, head_dim=256),
-    "gemma2_9b_en": dict(family=2, vocabulary_size=256000, num_layers=42, num_query_heads=16, num_key_value_heads=8, hidden_dim=3584, intermediate_dim=28672, head_dim=256),
+    "gemma3_270m": dict(
+        family=3,
+        vocabulary_size=262144,
+        num_layers=18,
+        num_query_heads=4,
+        num_key_value_heads=1,
+        hidden_dim=640,
+        intermediate_dim=2048,
+        head_dim=256,
+    ),
+    "gemma_2b_en": dict(
+        family=1,
+        vocabulary_size=256000,
+        num_layers=18,
+        num_query_heads=8,
+        num_key_value_heads=1,
+        hidden_dim=2048,
+        intermediate_dim=32768,
+        head_dim=256,
+    ),
+    "gemma2_2b_en": dict(
+        family=2,
+        vocabulary_size=256000,
+        num_layers=26,
+        num_query_heads=8,
+        num_key_value_heads=4,
+        hidden_dim=2304,
+        intermediate_dim=18432,
+        head_dim=256,
+    ),
+    "gemma_7b_en": dict(
+        family=1,
+        vocabulary_size=256000,
+        num_layers=28,
+        num_query_heads=16,
+        num_key_value_heads=16,
+        hidden_dim=3072,
+        intermediate_dim=49152,
+        head_dim=256,
+    ),
+    "gemma2_9b_en": dict(
+        family=2,
+        vocabulary_size=256000,
+        num_layers=42,
+        num_query_heads=16,
+        num_key_value_heads=8,
+        hidden_dim=3584,
+        intermediate_dim=28672,
+        head_dim=256,
+    ),
 }
 
 # Which projections each LoRA target set adapts (as kgemma.model.LORA_TARGETS).
@@ -35,7 +80,15 @@ def projection_shapes(config):
     ffw = c["intermediate_dim"] // 2 if c.get("family", 3) < 3 else c["intermediate_dim"]
     q, kv = c["num_query_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
     h = c["hidden_dim"]
-    return {"query": (h, q), "key": (h, kv), "value": (h, kv), "output": (q, h), "gate": (h, ffw), "up": (h, ffw), "down": (ffw, h)}
+    return {
+        "query": (h, q),
+        "key": (h, kv),
+        "value": (h, kv),
+        "output": (q, h),
+        "gate": (h, ffw),
+        "up": (h, ffw),
+        "down": (ffw, h),
+    }
 
 
 def parameter_counts(config, lora_rank=8, lora_targets="query_value", lora_layers=None, num_classes=2):
@@ -48,7 +101,9 @@ def parameter_counts(config, lora_rank=8, lora_targets="query_value", lora_layer
     block = sum(i * o for i, o in shapes.values()) + norms
     embedding = config["vocabulary_size"] * h
     adapted = layers if lora_layers is None else lora_layers
-    lora = adapted * sum(lora_rank * (i + o) for name, (i, o) in shapes.items() if name in _TARGET_PROJECTIONS[lora_targets])
+    lora = adapted * sum(
+        lora_rank * (i + o) for name, (i, o) in shapes.items() if name in _TARGET_PROJECTIONS[lora_targets]
+    )
     head = 2 * h + h * num_classes + num_classes  # Pooled-vector norm and dense head.
     return {"embedding": embedding, "blocks": layers * block + h, "trainable": lora + head}
 

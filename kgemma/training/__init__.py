@@ -1,4 +1,4 @@
-"""Fine-tuning: the report's recipe as defaults, named recipes, resumable, with history and summary."""
+"""Fine-tuning: the fine-tuning report's recipe as defaults, named recipes, resumable, with history and summary."""
 
 from kgemma.training.config import TrainingConfig
 from kgemma.training.recipes import RECIPES

@@ -38,7 +38,9 @@ class History:
     def save(self, run_dir):
         # Atomically, like the checkpoint beside it: a torn history would break --resume.
         run_dir = Path(run_dir)
-        save_text_atomically(run_dir / "history.json", json.dumps({"steps": self.steps, "epochs": self.epochs}, indent=1))
+        save_text_atomically(
+            run_dir / "history.json", json.dumps({"steps": self.steps, "epochs": self.epochs}, indent=1)
+        )
         for name, fields, rows in (
             ("history_steps.csv", STEP_FIELDS, self.steps),
             ("history_epochs.csv", EPOCH_FIELDS, self.epochs),
@@ -65,7 +67,9 @@ class History:
             ax.plot(steps, _running_mean(values, 20), color="tab:blue", label=f"train {key} (mean of 20)")
             if self.epochs:
                 ends = [(e["epoch"] + 1) * per_epoch for e in self.epochs]
-                ax.plot(ends, [e[f"val_{key}"] for e in self.epochs], "o-", color="tab:orange", label=f"validation {key}")
+                ax.plot(
+                    ends, [e[f"val_{key}"] for e in self.epochs], "o-", color="tab:orange", label=f"validation {key}"
+                )
             ax.set_xlabel("training step")
             ax.set_title(key)
             ax.legend(fontsize=8)

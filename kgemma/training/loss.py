@@ -18,7 +18,9 @@ class SparseSmoothedCrossentropy(keras.losses.Loss):
         from_logits: bool, whether predictions are logits (kgemma's default head).
     """
 
-    def __init__(self, num_classes, label_smoothing=0.0, from_logits=True, name="sparse_smoothed_crossentropy", **kwargs):
+    def __init__(
+        self, num_classes, label_smoothing=0.0, from_logits=True, name="sparse_smoothed_crossentropy", **kwargs
+    ):
         super().__init__(name=name, **kwargs)
         self.num_classes = int(num_classes)
         self.label_smoothing = float(label_smoothing)

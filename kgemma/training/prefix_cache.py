@@ -104,7 +104,9 @@ def save_entry(folder, fill, lengths, hidden, dtype, settings):
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        raw = np.lib.format.open_memmap(partial / STATES, mode="w+", dtype=storage_dtype(dtype), shape=(int(np.sum(lengths)), hidden))
+        raw = np.lib.format.open_memmap(
+            partial / STATES, mode="w+", dtype=storage_dtype(dtype), shape=(int(np.sum(lengths)), hidden)
+        )
         started = time.perf_counter()
         fill(raw.view(np.dtype(dtype)))
         seconds = time.perf_counter() - started

@@ -27,7 +27,9 @@ CPU_10MIN_SETTINGS = {
 
 RECIPES = {
     # TrainingConfig's defaults are the fine-tuning report's recipe.
-    "report": Recipe("the fine-tuning report's: LoRA r8/alpha 16 on query and value of every block, AdamW 2e-4, 3 epochs", {}),
+    "report": Recipe(
+        "the fine-tuning report's: LoRA r8/alpha 16 on query and value of every block, AdamW 2e-4, 3 epochs", {}
+    ),
     # Chosen on 1,000 validation rows of the train split (docs/results.md, "the search"):
     # at 2,000 training rows, last-token pooling beat mean pooling (91.3% against 89.0%,
     # both with LoRA on every projection), and every projection beat query/value (89.0%
@@ -35,7 +37,8 @@ RECIPES = {
     # whole of most reviews. 1,800 rows is what a 2-core AVX512-BF16 CPU (no AMX) trains
     # in about 10 minutes, prefix pass included.
     "cpu-10min": Recipe(
-        "about 10 minutes on 2 cores: bfloat16, LoRA on every projection of the top 4 blocks, 512 tokens head+tail, last-token pooling, 1 epoch of 1,800 rows",
+        "about 10 minutes on 2 cores: bfloat16, LoRA on every projection of the top 4 blocks, 512 tokens "
+        "head+tail, last-token pooling, 1 epoch of 1,800 rows",
         CPU_10MIN_SETTINGS,
     ),
     # The second search batch (docs/results.md) found no lever beyond noise at 2,000 rows:

@@ -48,7 +48,11 @@ def load_training_data(source, config, data_dir=None, eval_source=None, **fields
     if config.max_examples:
         reviews = stratified_sample(reviews, config.max_examples, seed=config.seed)
     if len(np.unique(reviews.labels)) < 2:
-        warnings.warn(f"Every training review has the same label ({reviews.labels[0]}): the classifier can learn nothing but that label.", stacklevel=2)
+        warnings.warn(
+            f"Every training review has the same label ({reviews.labels[0]}): the classifier can learn nothing "
+            "but that label.",
+            stacklevel=2,
+        )
     train, validation = train_validation_split(reviews, config.validation_fraction, seed=config.seed)
     report.update(train=len(train), validation=len(validation), train_labels=train.label_counts())
     return train, validation, report
@@ -72,7 +76,9 @@ def _check_run_dir(run_dir, run_settings, resume):
         raise FileNotFoundError(f"Nothing to resume in {run_dir}: no {RUN_FILE} there.")
     changed = _changed_settings(read_json(saved), run_settings)
     if changed:
-        raise ValueError(f"{run_dir} was started with other settings ({'; '.join(changed)}); resume it with the same ones.")
+        raise ValueError(
+            f"{run_dir} was started with other settings ({'; '.join(changed)}); resume it with the same ones."
+        )
     return read_progress(run_dir) is not None
 
 
@@ -82,13 +88,29 @@ def _changed_settings(previous, current):
     for key in sorted(set(previous) | set(current)):
         before, now = previous.get(key), current.get(key)
         if key == "config" and isinstance(before, dict) and isinstance(now, dict):
-            changed += [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+            changed += [
+                f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+                for k in sorted(set(before) | set(now))
+                if before.get(k) != now.get(k)
+            ]
         elif before != now:
             changed.append(f"{key}: {before!r} -> {now!r}")
     return changed
 
 
-def run_training(config, output_dir, preset=None, data_source=None, data_dir=None, resume=False, save_keras=True, verbose=1, distribution=None, prefix_cache=None, **fields):
+def run_training(
+    config,
+    output_dir,
+    preset=None,
+    data_source=None,
+    data_dir=None,
+    resume=False,
+    save_keras=True,
+    verbose=1,
+    distribution=None,
+    prefix_cache=None,
+    **fields,
+):
     """Fine-tune on IMDB (or a labelled file) and write the run's outputs.
 
     `distribution` is an optional plan from `kgemma.scaling.create_distribution`:
@@ -122,7 +144,17 @@ def run_training(config, output_dir, preset=None, data_source=None, data_dir=Non
         classifier = GemmaSentimentClassifier.from_preset(preset, dtype=config.dtype, **config.classifier_options())
     run_dir.mkdir(parents=True, exist_ok=True)
     save_text_atomically(run_dir / RUN_FILE, json.dumps(run_settings, indent=2))
-    history, progress = fit(classifier, train, validation, config, run_dir, resume=has_checkpoint, verbose=verbose, distribution=plan, prefix_cache=prefix_cache)
+    history, progress = fit(
+        classifier,
+        train,
+        validation,
+        config,
+        run_dir,
+        resume=has_checkpoint,
+        verbose=verbose,
+        distribution=plan,
+        prefix_cache=prefix_cache,
+    )
 
     classifier.save_adapter(run_dir / "adapter.npz")
     if save_keras:
@@ -152,6 +184,6 @@ def _summary(classifier, config, data_report, history, progress, wall_seconds):
         "best_epoch": None if progress["best_epoch"] is None else progress["best_epoch"] + 1,
         "best_validation": best and {"loss": best["val_loss"], "accuracy": best["val_accuracy"]},
         "price_per_hour": price,
-        # Training steps only, summed over resumed sessions: the figure the report quoted.
+        # Training steps only, summed over resumed sessions: the figure the fine-tuning report quoted.
         "estimated_training_cost": round(price * train_seconds / 3600, 4) if price else None,
     }

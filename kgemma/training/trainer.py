@@ -11,10 +11,10 @@ import numpy as np
 from scipy.special import log_softmax
 
 from kgemma.model.batching import batch_outputs
+from kgemma.model.batching import epoch_batches
 from kgemma.model.batching import predict_rows
 from kgemma.model.preprocessor import tokenize
 from kgemma.scaling.distribution import SingleDevice
-from kgemma.model.batching import epoch_batches
 from kgemma.training.checkpoint import load_state
 from kgemma.training.checkpoint import save_state
 from kgemma.training.history import History
@@ -75,7 +75,9 @@ def keras_jit_compile(setting):
     return "auto" if setting is None else setting
 
 
-def prefix_states(classifier, features, batch_size, jit_compile=None, distribution=None, verbose=0, depth=None, cache_dir=None):
+def prefix_states(
+    classifier, features, batch_size, jit_compile=None, distribution=None, verbose=0, depth=None, cache_dir=None
+):
     """The frozen prefix's output for every row as `PrefixStates`, each row trimmed
     to its own length (`depth`: where the prefix ends, by default the first
     adapted block). With `cache_dir`, the states are mapped from a matching entry
@@ -108,7 +110,12 @@ def prefix_states(classifier, features, batch_size, jit_compile=None, distributi
 
     if cache_dir is not None:
         key = cache_key(classifier, features, prefix.depth, prefix.fused)
-        settings = {"base_preset": classifier.base_preset, "dtype": str(dtype), "depth": prefix.depth, "reviews": len(lengths)}
+        settings = {
+            "base_preset": classifier.base_preset,
+            "dtype": str(dtype),
+            "depth": prefix.depth,
+            "reviews": len(lengths),
+        }
         return cached_prefix_states(cache_dir, key, settings, lengths, hidden, dtype, fill)
     flat = np.empty((int(offsets[-1]), hidden), dtype=dtype)
     started = time.perf_counter()
@@ -211,18 +218,27 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     plan = distribution or SingleDevice()
     if config.batch_size % plan.replicas:
-        raise ValueError(f"batch_size {config.batch_size} does not split across {plan.replicas} data-parallel replicas.")
+        raise ValueError(
+            f"batch_size {config.batch_size} does not split across {plan.replicas} data-parallel replicas."
+        )
     model, cached = training_model(classifier, config, steps_per_epoch * config.epochs, plan)
     states = val_states = None
     if cached:
         if verbose:
             print(f"Computing the frozen prefix ({classifier.frozen_depth} blocks) once per review:")
-        states = prefix_states(classifier, features, config.batch_size, config.jit_compile, plan, verbose, cache_dir=prefix_cache)
-        val_states = prefix_states(classifier, val_features, config.batch_size, config.jit_compile, plan, verbose, cache_dir=prefix_cache)
+        states = prefix_states(
+            classifier, features, config.batch_size, config.jit_compile, plan, verbose, cache_dir=prefix_cache
+        )
+        val_states = prefix_states(
+            classifier, val_features, config.batch_size, config.jit_compile, plan, verbose, cache_dir=prefix_cache
+        )
         # From a cache entry, the seconds its prefix pass took when it was made.
         prefix_seconds = states.seconds + val_states.seconds
         if verbose:
-            print(f"Cached the frozen prefix ({classifier.frozen_depth} blocks) of {len(states) + len(val_states)} reviews in {prefix_seconds:.0f} s.")
+            print(
+                f"Cached the frozen prefix ({classifier.frozen_depth} blocks) of {len(states) + len(val_states)} "
+                f"reviews in {prefix_seconds:.0f} s."
+            )
 
     progress, best_weights, history = _fresh_progress(), None, History()
     if resume:
@@ -282,7 +298,9 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
             if progress["global_step"] % config.checkpoint_every == 0:
                 checkpoint()
         val_logits = predict_logits(model, val_features, config.batch_size, val_states, plan)
-        best_weights = _end_epoch(model, validation, val_logits, config, progress, history, best_weights, epoch_start, verbose)
+        best_weights = _end_epoch(
+            model, validation, val_logits, config, progress, history, best_weights, epoch_start, verbose
+        )
         checkpoint()
 
     if best_weights is not None:
