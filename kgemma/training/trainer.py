@@ -212,9 +212,7 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     features = tokenize(classifier.preprocessor, train.texts)
-    lengths = features["padding_mask"].sum(axis=1)
     val_features = tokenize(classifier.preprocessor, validation.texts)
-    limit = features["token_ids"].shape[1]
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     plan = distribution or SingleDevice()
     if config.batch_size % plan.replicas:
@@ -224,21 +222,9 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
     model, cached = training_model(classifier, config, steps_per_epoch * config.epochs, plan)
     states = val_states = None
     if cached:
-        if verbose:
-            print(f"Computing the frozen prefix ({classifier.frozen_depth} blocks) once per review:")
-        states = prefix_states(
-            classifier, features, config.batch_size, config.jit_compile, plan, verbose, cache_dir=prefix_cache
+        states, val_states, prefix_seconds = _prefix_pass(
+            classifier, features, val_features, config, plan, verbose, prefix_cache
         )
-        val_states = prefix_states(
-            classifier, val_features, config.batch_size, config.jit_compile, plan, verbose, cache_dir=prefix_cache
-        )
-        # From a cache entry, the seconds its prefix pass took when it was made.
-        prefix_seconds = states.seconds + val_states.seconds
-        if verbose:
-            print(
-                f"Cached the frozen prefix ({classifier.frozen_depth} blocks) of {len(states) + len(val_states)} "
-                f"reviews in {prefix_seconds:.0f} s."
-            )
 
     progress, best_weights, history = _fresh_progress(), None, History()
     if resume:
@@ -259,44 +245,8 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
         save_state(run_dir / CHECKPOINT, model, progress, best_weights)
 
     while not progress["finished"] and progress["epoch"] < config.epochs:
-        epoch = progress["epoch"]
-        batches = epoch_batches(lengths, config.batch_size, epoch, config.seed, limit, multiple=plan.replicas)
-        bar = keras.utils.Progbar(len(batches), verbose=verbose, stateful_metrics=["loss", "accuracy", "reviews/s"])
-        bar.update(progress["step"])
         epoch_start = time.perf_counter()
-        done = history.epoch_steps(epoch)  # Steps of this epoch before a resume.
-        loss_sum, accuracy_sum = sum(s["loss"] for s in done), sum(s["accuracy"] for s in done)
-        for step in range(progress["step"], len(batches)):
-            rows, width = batches[step]
-            x = model_inputs(features, rows, width, states)
-            started = time.perf_counter()
-            # keras.Model's own train step (the batch is already preprocessed), split across replicas.
-            logs = plan.train_on_batch(model, x, train.labels[rows])
-            seconds = time.perf_counter() - started
-            progress["train_seconds"] += seconds
-            progress["step"], progress["global_step"] = step + 1, progress["global_step"] + 1
-            record = {
-                "global_step": progress["global_step"],
-                "epoch": epoch,
-                "step": step + 1,
-                "reviews": len(rows),
-                "loss": float(logs["loss"]),
-                "accuracy": float(logs["sparse_categorical_accuracy"]),
-                "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
-                "reviews_per_s": len(rows) / seconds,
-            }
-            history.steps.append(record)
-            loss_sum, accuracy_sum = loss_sum + record["loss"], accuracy_sum + record["accuracy"]
-            bar.update(
-                step + 1,
-                [
-                    ("loss", loss_sum / (step + 1)),
-                    ("accuracy", accuracy_sum / (step + 1)),
-                    ("reviews/s", record["reviews_per_s"]),
-                ],
-            )
-            if progress["global_step"] % config.checkpoint_every == 0:
-                checkpoint()
+        _train_epoch(model, plan, train, features, states, config, progress, history, checkpoint, verbose)
         val_logits = predict_logits(model, val_features, config.batch_size, val_states, plan)
         best_weights = _end_epoch(
             model, validation, val_logits, config, progress, history, best_weights, epoch_start, verbose
@@ -309,6 +259,69 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
     progress["finished"] = True
     checkpoint()
     return history, progress
+
+
+def _prefix_pass(classifier, features, val_features, config, plan, verbose, prefix_cache):
+    """The frozen prefix's states for the training and validation rows, and the
+    seconds their pass took (for a cache entry, when the entry was made)."""
+    if verbose:
+        print(f"Computing the frozen prefix ({classifier.frozen_depth} blocks) once per review:")
+    states, val_states = (
+        prefix_states(classifier, f, config.batch_size, config.jit_compile, plan, verbose, cache_dir=prefix_cache)
+        for f in (features, val_features)
+    )
+    seconds = states.seconds + val_states.seconds
+    if verbose:
+        print(
+            f"Cached the frozen prefix ({classifier.frozen_depth} blocks) of {len(states) + len(val_states)} "
+            f"reviews in {seconds:.0f} s."
+        )
+    return states, val_states, seconds
+
+
+def _train_epoch(model, plan, train, features, states, config, progress, history, checkpoint, verbose):
+    """The steps of epoch `progress["epoch"]` from `progress["step"]` on (all of
+    them, unless resuming), each recorded in `history`, checkpointed every
+    `config.checkpoint_every` steps."""
+    epoch = progress["epoch"]
+    lengths = features["padding_mask"].sum(axis=1)
+    limit = features["token_ids"].shape[1]
+    batches = epoch_batches(lengths, config.batch_size, epoch, config.seed, limit, multiple=plan.replicas)
+    bar = keras.utils.Progbar(len(batches), verbose=verbose, stateful_metrics=["loss", "accuracy", "reviews/s"])
+    bar.update(progress["step"])
+    done = history.epoch_steps(epoch)  # Steps of this epoch before a resume.
+    loss_sum, accuracy_sum = sum(s["loss"] for s in done), sum(s["accuracy"] for s in done)
+    for step in range(progress["step"], len(batches)):
+        rows, width = batches[step]
+        x = model_inputs(features, rows, width, states)
+        started = time.perf_counter()
+        # keras.Model's own train step (the batch is already preprocessed), split across replicas.
+        logs = plan.train_on_batch(model, x, train.labels[rows])
+        seconds = time.perf_counter() - started
+        progress["train_seconds"] += seconds
+        progress["step"], progress["global_step"] = step + 1, progress["global_step"] + 1
+        record = {
+            "global_step": progress["global_step"],
+            "epoch": epoch,
+            "step": step + 1,
+            "reviews": len(rows),
+            "loss": float(logs["loss"]),
+            "accuracy": float(logs["sparse_categorical_accuracy"]),
+            "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+            "reviews_per_s": len(rows) / seconds,
+        }
+        history.steps.append(record)
+        loss_sum, accuracy_sum = loss_sum + record["loss"], accuracy_sum + record["accuracy"]
+        bar.update(
+            step + 1,
+            [
+                ("loss", loss_sum / (step + 1)),
+                ("accuracy", accuracy_sum / (step + 1)),
+                ("reviews/s", record["reviews_per_s"]),
+            ],
+        )
+        if progress["global_step"] % config.checkpoint_every == 0:
+            checkpoint()
 
 
 def _end_epoch(model, validation, val_logits, config, progress, history, best_weights, started, verbose):
