@@ -155,6 +155,14 @@ def slice_table(metrics):
     return header, rows
 
 
+def contrast_rows(metrics):
+    """A row per contrast set: name, pairs, original and edited accuracy, consistency."""
+    return [
+        [c["name"], str(c["n_pairs"]), _fmt(c["original_accuracy"]), _fmt(c["edited_accuracy"]), _fmt(c["consistency"])]
+        for c in metrics["contrast"]
+    ]
+
+
 def _markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -174,16 +182,7 @@ def render_markdown(metrics, images, title):
     parts += ["## Nuanced-review slices", "", _markdown_table(header, rows), "", f"![slices]({images['slices']})", ""]
     parts += [f"- **{name}**: {text}" for name, text in metrics["slice_descriptions"].items()] + [""]
     if metrics["contrast"]:
-        rows = [
-            [
-                c["name"],
-                str(c["n_pairs"]),
-                _fmt(c["original_accuracy"]),
-                _fmt(c["edited_accuracy"]),
-                _fmt(c["consistency"]),
-            ]
-            for c in metrics["contrast"]
-        ]
+        rows = contrast_rows(metrics)
         parts += [
             "## Contrast pairs",
             "",
@@ -234,16 +233,7 @@ def render_html(metrics, image_files, title):
         + "</ul>",
     ]
     if metrics["contrast"]:
-        rows = [
-            [
-                c["name"],
-                str(c["n_pairs"]),
-                _fmt(c["original_accuracy"]),
-                _fmt(c["edited_accuracy"]),
-                _fmt(c["consistency"]),
-            ]
-            for c in metrics["contrast"]
-        ]
+        rows = contrast_rows(metrics)
         parts += [
             "<h2>Contrast pairs</h2>",
             table(["set", "pairs", "original acc.", "edited acc.", "consistency"], rows),

@@ -96,13 +96,14 @@ def review_batches(features, labels, batch_size, seed=0):
     labels = np.asarray(labels)
     lengths = features["padding_mask"].sum(axis=1)
     limit = features["token_ids"].shape[1]
-    epoch = [0]
+    epoch = 0
 
     def batches():
         # Keras iterates the dataset afresh each epoch: each pass is the next epoch.
-        for rows, width in epoch_batches(lengths, batch_size, epoch[0], seed, limit):
+        nonlocal epoch
+        for rows, width in epoch_batches(lengths, batch_size, epoch, seed, limit):
             yield {k: v[rows, :width] for k, v in features.items()}, labels[rows]
-        epoch[0] += 1
+        epoch += 1
 
     x_spec = {k: tf.TensorSpec((None, None), tf.as_dtype(v.dtype)) for k, v in features.items()}
     y_spec = tf.TensorSpec((None,), tf.as_dtype(labels.dtype))

@@ -223,9 +223,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         handle = resolve_preset(preset)
         backbone_kwargs = {"dtype": dtype} if dtype else {}
         if _is_saved_classifier(handle, cls):
-            if backbone_layers is not None:
-                kwargs["backbone_layers"] = backbone_layers  # Refused below, with the others.
-            return _load_saved_classifier(cls, handle, load_weights, backbone_kwargs, kwargs)
+            given = {**kwargs, "backbone_layers": backbone_layers} if backbone_layers is not None else kwargs
+            return _load_saved_classifier(cls, handle, load_weights, backbone_kwargs, given)
         backbone = load_backbone(handle, load_weights=load_weights, **backbone_kwargs)
         check_backbone(backbone)
         if backbone_layers is not None:
@@ -405,7 +404,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
                 "token_ids": token_ids[rows, :width],
                 "padding_mask": padding_mask[rows, :width],
             },
-        ).astype("float32")
+        ).astype("float32", copy=False)
         check_finite(logits)
         return logits
 
