@@ -38,7 +38,7 @@ RECIPES = {
     # (92.0% against 91.3%) for 0.70x the prefix pass, so the recipe drops the top 4 and
     # puts LoRA on the 4 below them, over a cached prefix; 512 tokens head+tail read the
     # whole of most reviews. 2,000 rows is what a 2-core AVX512-BF16 CPU (no AMX) trains
-    # in about 8.5 minutes, prefix pass included (0.25 s a row).
+    # in 8.5 to 9.5 minutes, prefix pass included.
     "cpu-10min": Recipe(
         "about 10 minutes on 2 cores: bfloat16, the first 14 blocks with LoRA on every projection of the "
         "top 4, 512 tokens head+tail, last-token pooling, 1 epoch of 2,000 rows",
@@ -47,10 +47,11 @@ RECIPES = {
     # The second search batch (docs/results.md) found no lever beyond noise at 2,000 rows:
     # rank 16, a 1e-3 learning rate, a second epoch, no head dropout, LoRA on the top 8
     # blocks (91.9% for twice the upper-block time). So the hour buys rows: cpu-10min's
-    # settings on the 13,000 rows such a CPU trains in about 55 minutes (0.25 s a row).
+    # settings on the 12,000 rows such a CPU trains in 50 to 58 minutes (0.25 to 0.29 s a row
+    # between runs E4 and E3).
     "cpu-hour": Recipe(
-        "about 60 minutes on 2 cores: the cpu-10min recipe on 13,000 rows",
-        {**CPU_10MIN_SETTINGS, "max_examples": 13000},
+        "about 60 minutes on 2 cores: the cpu-10min recipe on 12,000 rows",
+        {**CPU_10MIN_SETTINGS, "max_examples": 12000},
     ),
 }
 
