@@ -24,6 +24,15 @@ CORPUS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def float32_for_auto(monkeypatch):
+    """`dtype="auto"` (the training default) means float32 in tests on any CPU, so that
+    results do not depend on the machine; tests/test_dtypes.py checks "auto" itself."""
+    from kgemma.model import dtypes
+
+    monkeypatch.setattr(dtypes, "cpu_flags", frozenset)
+
+
 @pytest.fixture(scope="session")
 def spm_proto():
     return train_spm_proto()

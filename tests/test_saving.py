@@ -122,6 +122,17 @@ def test_from_adapter_rebuilds_the_dtype_it_was_trained_in(tiny_preset, tmp_path
     assert GemmaSentimentClassifier.from_adapter(path, dtype="float32").backbone.dtype_policy.name == "float32"
 
 
+def test_the_settings_get_config_saves_are_the_ones_an_adapter_rebuilds(tiny_preset, tmp_path):
+    from kgemma import GemmaSentimentClassifier
+
+    clf = trained(GemmaSentimentClassifier.from_preset(str(tiny_preset), sequence_length=32, activation="softmax"))
+    assert clf.get_config()["activation"] == clf.rebuild_config()["activation"] == "softmax"
+    again = GemmaSentimentClassifier.from_adapter(clf.save_adapter(tmp_path / "adapter.npz"))
+    assert again.activation is keras.activations.softmax
+    outputs = again.predict(["A fine film.", "Dull and far too long."], verbose=0)
+    np.testing.assert_allclose(np.sum(outputs, axis=-1), 1.0, atol=1e-5)
+
+
 def test_the_first_blocks_of_a_backbone_run_as_they_did_in_the_whole_one(tiny_preset, tmp_path):
     from kgemma import GemmaSentimentClassifier
     from kgemma.model.frozen_prefix import FrozenPrefix

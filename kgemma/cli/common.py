@@ -4,9 +4,6 @@ import functools
 
 import click
 
-# The backbone dtypes the CLIs offer: the two a CPU runs well (the library takes any Keras policy).
-DTYPE_CHOICES = ("float32", "bfloat16")
-
 # Errors a user can fix from the message alone: shown as one line, exit code 1.
 USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError, FloatingPointError)
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from kgemma.cli.common import DTYPE_CHOICES
 from kgemma.cli.common import distribution_options
 from kgemma.cli.common import file_fields
 from kgemma.cli.common import make_distribution
 from kgemma.cli.common import user_errors_as_messages
+from kgemma.model.dtypes import DTYPE_CHOICES
 
 EPILOG = """\b
 Examples:
@@ -140,8 +140,8 @@ def progress_printer(label):
     type=click.Choice(DTYPE_CHOICES),
     default=None,
     help=(
-        "Backbone dtype for --adapter (default: the one it was trained in); bfloat16 is faster on CPUs "
-        "with AMX or AVX512-BF16."
+        "Backbone dtype for --adapter (default: the one it was trained in); auto: bfloat16 on CPUs "
+        "with AVX512-BF16 or AMX, else float32."
     ),
 )
 @click.option(

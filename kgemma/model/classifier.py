@@ -20,6 +20,7 @@ from kgemma.model.backbones import first_blocks
 from kgemma.model.backbones import load_backbone
 from kgemma.model.batching import predict_rows
 from kgemma.model.batching import review_batches
+from kgemma.model.dtypes import resolve_dtype
 from kgemma.model.frozen_prefix import ClassifierForward
 from kgemma.model.frozen_prefix import FrozenPrefix
 from kgemma.model.frozen_prefix import UpperStack
@@ -206,7 +207,10 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
                 (keras-hub's layout, with `task.json`) gives back that fine-tuned
                 classifier, its weights and settings.
             load_weights: bool, load the pretrained backbone weights.
-            dtype: optional dtype policy for the backbone (e.g. `"bfloat16"`).
+            dtype: optional dtype policy for the backbone (e.g. `"bfloat16"`);
+                `"auto"` picks the fastest on this CPU (`kgemma.model.dtypes`):
+                bfloat16 with AVX512-BF16 or AMX, else float32. `None`: the
+                preset's own (float32 for the embedded model).
             backbone_layers: keep only the backbone's first N decoder blocks
                 (`kgemma.model.backbones.first_blocks`); `None` keeps them all.
             **kwargs: preprocessor arguments (`sequence_length`, `truncation`,
@@ -221,6 +225,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         from kgemma.presets import resolve_preset
 
         handle = resolve_preset(preset)
+        dtype = resolve_dtype(dtype)
         backbone_kwargs = {"dtype": dtype} if dtype else {}
         if _is_saved_classifier(handle, cls):
             given = {**kwargs, "backbone_layers": backbone_layers} if backbone_layers is not None else kwargs
@@ -461,9 +466,11 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         }
 
     def rebuild_config(self):
-        """The settings that, with the base preset, rebuild this classifier."""
+        """The settings that, with the base preset, rebuild this classifier: the one
+        source of `get_config`, the adapter file's header and `fingerprint`."""
         config = {
             "num_classes": self.num_classes,
+            "activation": keras.activations.serialize(self.activation),
             "pooling": self.pooling,
             "lora_rank": self.lora_rank,
             "lora_alpha": self.lora_alpha,
@@ -488,10 +495,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
     def get_config(self):
         config = super().get_config()
         config.update({k: v for k, v in self.rebuild_config().items() if k not in PREPROCESSOR_ARGS})
-        config.update(
-            activation=keras.activations.serialize(self.activation),
-            base_preset=self.base_preset,
-        )
+        config["base_preset"] = self.base_preset
         return config
 
 

@@ -4,6 +4,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from kgemma.model.dtypes import DTYPE_CHOICES
+
 SCHEDULES = ("constant", "cosine")
 
 
@@ -43,8 +45,10 @@ class TrainingConfig:
             (the same computation, run once instead of every epoch).
         jit_compile: compile the train and predict steps with XLA; `None` leaves
             it to Keras (on a CPU-only TensorFlow, no XLA).
-        dtype: the backbone's dtype policy, e.g. `"bfloat16"` (`None`: float32).
-            LoRA adapters and the head stay float32.
+        dtype: the backbone's dtype policy: `"auto"` (default: bfloat16 on a CPU
+            with AVX512-BF16 or AMX, else float32; `kgemma.model.dtypes`),
+            `"bfloat16"`, `"float32"` or another Keras float policy (`None`:
+            Keras's float32). LoRA adapters and the head stay float32.
         seed: seeds the split, the sample, the shuffling and the initial weights.
         checkpoint_every: steps between resumable checkpoints (and at each epoch end).
         drop_overlap: drop training rows whose text also occurs in the evaluation split.
@@ -74,7 +78,7 @@ class TrainingConfig:
     backbone_layers: int = None
     cache_prefix: bool = True
     jit_compile: bool = None
-    dtype: str = None
+    dtype: str = "auto"
     seed: int = 0
     checkpoint_every: int = 25
     drop_overlap: bool = False
@@ -83,7 +87,7 @@ class TrainingConfig:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
-        if self.dtype not in (None, "float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"):
+        if self.dtype not in (None, *DTYPE_CHOICES, "float16", "mixed_bfloat16", "mixed_float16"):
             raise ValueError(f"dtype must be a Keras float dtype policy such as 'bfloat16', got {self.dtype!r}.")
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "checkpoint_every"):
             if int(getattr(self, name)) < 1:

@@ -1,5 +1,6 @@
 """A whole training run: data, model, fit, and the files a user keeps."""
 
+import dataclasses
 import json
 import time
 import warnings
@@ -18,6 +19,7 @@ from kgemma.data import train_validation_split
 from kgemma.files import read_json
 from kgemma.files import save_text_atomically
 from kgemma.model import GemmaSentimentClassifier
+from kgemma.model.dtypes import resolve_dtype
 from kgemma.scaling.distribution import SingleDevice
 from kgemma.training.trainer import fit
 from kgemma.training.trainer import read_progress
@@ -123,6 +125,8 @@ def run_training(
     `summary.json`, `run.json` (settings), `checkpoint.npz` (resumable state).
     """
     started = time.perf_counter()
+    # The run records the dtype it used, not "auto", which means another on another CPU.
+    config = dataclasses.replace(config, dtype=resolve_dtype(config.dtype))
     run_dir = Path(output_dir)
     if data_source not in (None, "tfds"):
         # Absolute, so that kgemma-eval finds the same rows from any working directory.
