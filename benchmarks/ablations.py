@@ -12,7 +12,10 @@ truncation) share its cached states, in memory and, with `--cache-dir`, on disk
         --output runs/ablations.jsonl
 
 A variant is `NAME:key=value,key=value` over `TrainingConfig` fields; values are
-parsed as JSON where they can be (`8`, `1e-3`, `null`), else taken as strings.
+parsed as JSON where they can be (`8`, `1e-3`, `null`), else taken as strings. One key
+is not a field but a lever measured here before it is built into the model:
+`mean_of_top=K` pools the mean of the top K blocks' states (each through the final
+norm) instead of the last block's alone (`top_layers_model`).
 Each finished variant appends one JSON line to `--output`; the script asserts nothing.
 """
 
@@ -57,8 +60,47 @@ def ablation_data(data, train_rows, validation_rows, seed):
     return stratified_sample(rest, train_rows, seed=seed), validation
 
 
+def top_layers_model(upper, classifier, config, count):
+    """`upper` (an `UpperStack`) pooling the mean of its top `count` blocks' states,
+    each through the final norm, compiled as the trainer compiles it."""
+    from keras import ops
+
+    from kgemma.model.frozen_prefix import UpperStack
+    from kgemma.model.fused_blocks import run_blocks
+    from kgemma.training.loss import training_loss
+    from kgemma.training.trainer import _compile_upper
+    from kgemma.training.trainer import keras_jit_compile
+
+    if not 1 <= count <= len(upper.blocks):
+        raise click.UsageError(f"mean_of_top={count}: the upper stack has {len(upper.blocks)} blocks.")
+
+    class TopLayersUpperStack(UpperStack):
+        def call(self, inputs, training=None):
+            mask, x, pooled = inputs["padding_mask"], inputs["hidden_states"], []
+            for i, block in enumerate(self.blocks):
+                x = run_blocks([block], x, mask, training=training, fused=self.fused)
+                if i >= len(self.blocks) - count:
+                    pooled.append(self.pooler(self.final_norm(x), mask))
+            return self.classifier_head(ops.mean(ops.stack(pooled), axis=0), training=training)
+
+    model = TopLayersUpperStack(classifier, upper.depth, fused=upper.fused, name="top_layers_upper_stack")
+    _compile_upper(
+        model, classifier, training_loss(classifier, config.label_smoothing), keras_jit_compile(config.jit_compile)
+    )
+    return model
+
+
 def run_variant(
-    name, config, train, validation, prefix_cache, cache_dir, eval_points, prefix_depth=None, logits_dir=None
+    name,
+    config,
+    train,
+    validation,
+    prefix_cache,
+    cache_dir,
+    eval_points,
+    prefix_depth=None,
+    logits_dir=None,
+    mean_of_top=1,
 ):
     """Train one variant on cached prefix states; return its record (and, with
     `logits_dir`, save its final validation logits there as `NAME.npz`)."""
@@ -97,10 +139,13 @@ def run_variant(
         raise click.UsageError(
             f"Variant {name!r} has no frozen prefix to cache: set lora_layers below the backbone's depth."
         )
+    if mean_of_top > 1:
+        model = top_layers_model(model, clf, config, mean_of_top)
     checkpoints = {max(1, round(total_steps * f)) for f in eval_points}
     record = {
         "variant": name,
         "config": config.to_dict(),
+        "mean_of_top": mean_of_top,
         "train_rows": len(train),
         "validation_rows": len(validation),
         "prefix_seconds_train_and_validation": round(prefix_seconds, 1),
@@ -198,9 +243,11 @@ def main(
     prefix_cache = {}
     for text in variants:
         name, settings = parse_variant(text)
-        config = recipe_config(recipe, **{"seed": seed, **parse_variant(f"common:{common}")[1], **settings})
+        settings = {**parse_variant(f"common:{common}")[1], **settings}
+        mean_of_top = int(settings.pop("mean_of_top", 1))
+        config = recipe_config(recipe, **{"seed": seed, **settings})
         record = run_variant(
-            name, config, train, validation, prefix_cache, cache_dir, eval_points, prefix_depth, logits_dir
+            name, config, train, validation, prefix_cache, cache_dir, eval_points, prefix_depth, logits_dir, mean_of_top
         )
         with open(output, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -6,7 +6,8 @@ each run's row of docs/results.md's table.
 Each run folder needs kgemma-train's `summary.json` and kgemma-eval's `eval/metrics.json`.
 Training minutes are the summary's `train_seconds`: training steps plus the frozen-prefix
 pass, without model loading. Runs whose folder name starts with the same word as
-`--highlight` (default `cpu`) are joined by a line: one recipe at several budgets.
+`--highlight` (default `cpu`; several, comma-separated: `E4,F2`) are joined by a line: one
+recipe at several budgets.
 """
 
 import argparse
@@ -57,7 +58,9 @@ def table_row(run_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--highlight", default="cpu", help="Folder-name prefix of the recipe's runs.")
+    parser.add_argument(
+        "--highlight", default="cpu", help="Folder-name prefixes of the recipe's runs, comma-separated."
+    )
     parser.add_argument("--label", default=None, help="Legend for the highlighted runs (default: --recipe HIGHLIGHT).")
     parser.add_argument("--output", default="time_to_accuracy.png")
     args = parser.parse_args()
@@ -66,7 +69,7 @@ def main():
     recipe = []
     for run_dir in args.runs:
         minutes, accuracy, (low, high), n = run_point(run_dir)
-        highlighted = run_dir.name.startswith(args.highlight)
+        highlighted = run_dir.name.startswith(tuple(args.highlight.split(",")))
         color = "tab:blue" if highlighted else "tab:gray"
         ax.errorbar(
             minutes,

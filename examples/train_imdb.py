@@ -51,9 +51,10 @@ def main():
     test = stratified_sample(load_imdb("test", args.data), args.test_examples, seed=config.seed)
     print(f"train {len(train)}, validation {len(validation)}, test {len(test)} reviews")
 
-    # 3. Model: seed first (it fixes the LoRA and head initialization), then build.
+    # 3. Model: seed first (it fixes the LoRA and head initialization), then build, in the
+    #    dtype "auto" picks: bfloat16 on a CPU with AVX512-BF16 or AMX, else float32.
     keras.utils.set_random_seed(config.seed)
-    classifier = GemmaSentimentClassifier.from_preset(**config.classifier_options())
+    classifier = GemmaSentimentClassifier.from_preset(dtype=config.dtype, **config.classifier_options())
     classifier.summary()
 
     # 4. Train, with a resumable checkpoint and history in the output folder.

@@ -111,6 +111,23 @@ def test_int8_prefix_stays_close_to_float_and_follows_new_weights(make_classifie
     assert 0 < np.abs(int8 - whole).max() < 0.05 * np.abs(whole).max()
 
 
+@pytest.mark.skipif(not ON_TORCH, reason="int8 matmuls run on Keras's torch backend")
+def test_compiled_int8_matmul_equals_the_eager_one_at_every_width():
+    import torch
+
+    from kgemma.model.int8 import eager_int8_matmul
+    from kgemma.model.int8 import int8_matmul
+    from kgemma.model.int8 import quantize_columns
+
+    generator = torch.Generator().manual_seed(0)
+    quantized, scale = quantize_columns(torch.randn(64, 48, generator=generator))
+    for rows in (32, 48, 80):  # batch widths: one compiled kernel serves them all
+        x = torch.randn(2, rows, 64, generator=generator).to(torch.bfloat16)
+        np.testing.assert_array_equal(
+            int8_matmul(x, quantized, scale).float().numpy(), eager_int8_matmul(x, quantized, scale).float().numpy()
+        )
+
+
 @pytest.mark.skipif(ON_TORCH, reason="on torch, int8 runs")
 def test_int8_is_refused_off_the_torch_backend(make_classifier):
     with pytest.raises(ValueError, match="int8 matmuls need Keras's torch backend"):

@@ -10,7 +10,15 @@ rescaled to the input's dtype.
 
 No gradient flows through `torch._int_mm`: only forward-only paths use it (a frozen
 prefix, scoring), and the LoRA branches beside a projection stay in float.
+
+The quantization around the matmul runs under `torch.compile`: in eager torch each of
+its elementwise steps is a pass over memory, and at the model's projection shapes
+they cut int8 from about 830 GFLOP/s (`torch._int_mm` alone) to 208-503, below
+bfloat16's 415-429; compiled (fused into a loop or two) it ran at 488-649, the same
+results to the last bit (`benchmarks/int8_projection.py`, docs/performance.md).
 """
+
+import functools
 
 import keras
 
@@ -36,7 +44,21 @@ def quantize_columns(kernel):
 
 
 def int8_matmul(x, quantized, scale):
-    """`x @ kernel` from the kernel's `quantize_columns` output, `x` quantized per row."""
+    """`x @ kernel` from the kernel's `quantize_columns` output, `x` quantized per row
+    (compiled by `torch.compile` on first use; `eager_int8_matmul` is the same uncompiled)."""
+    return _compiled_int8_matmul()(x, quantized, scale)
+
+
+@functools.cache
+def _compiled_int8_matmul():
+    import torch
+
+    # dynamic: one compiled kernel for every batch width, not a compile per width.
+    return torch.compile(eager_int8_matmul, dynamic=True)
+
+
+def eager_int8_matmul(x, quantized, scale):
+    """`int8_matmul` in eager torch: the reference the compiled function must equal."""
     import torch
 
     rows = x.reshape(-1, x.shape[-1]).float()
