@@ -25,12 +25,15 @@ CORPUS = [
 
 
 @pytest.fixture(autouse=True)
-def float32_for_auto(monkeypatch):
+def float32_for_auto():
     """`dtype="auto"` (the training default) means float32 in tests on any CPU, so that
-    results do not depend on the machine; tests/test_dtypes.py checks "auto" itself."""
+    results do not depend on the machine; tests/test_dtypes.py checks "auto" itself.
+    Its own MonkeyPatch: a test's `monkeypatch.undo()` must not undo it."""
     from kgemma.model import dtypes
 
-    monkeypatch.setattr(dtypes, "cpu_flags", frozenset)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dtypes, "cpu_flags", frozenset)
+        yield
 
 
 @pytest.fixture(scope="session")
