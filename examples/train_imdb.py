@@ -6,6 +6,10 @@ The same job as `kgemma-train` + `kgemma-eval`, step by step from Python:
 
 `--data` is an IMDB folder (aclImdb/ or train/test JSONL); leave it out to use
 tensorflow-datasets' imdb_reviews (needs the internet once).
+
+Run as above on 2 cores without AMX (2026-11-27, bfloat16 by `dtype="auto"`), it took 3.4
+minutes and gave `make demo`'s figures to the last digit: validation loss 0.4417, test accuracy
+84.2% [80.5%, 87.8%] on 400 reviews, TF-IDF 81.0%.
 """
 
 import argparse
