@@ -30,11 +30,12 @@ HERE = Path(__file__).resolve().parent
 def machine_ceilings():
     """Matmul ceilings (2048^3) through numpy, TensorFlow and, when installed, torch,
     each in its own process. The bfloat16 ceiling is the best any framework reaches."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    result = {"cores": os.cpu_count(), "cpu": _cpu_model(flags)}
-    result.update(
-        {flag: f" {flag} " in flags for flag in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")}
-    )
+    from kgemma.model.dtypes import CPUINFO
+    from kgemma.model.dtypes import cpu_flags
+
+    flags = cpu_flags()
+    result = {"cores": os.cpu_count(), "cpu": _cpu_model(CPUINFO.read_text() if CPUINFO.is_file() else "")}
+    result.update({flag: flag in flags for flag in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")})
     frameworks = {}
     for framework in ("numpy", "tensorflow", "torch"):
         done = subprocess.run([sys.executable, str(HERE / "ceilings.py"), framework], capture_output=True, text=True)

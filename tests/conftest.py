@@ -135,6 +135,13 @@ def tiny_preset(tmp_path_factory, spm_proto):
     return path
 
 
+def train_cli_args(preset, data, output, *extra):
+    """kgemma-train's arguments for a quick run on a tiny preset (32 tokens, batches of 4,
+    no progress bar); `extra` options come last, so they win over these."""
+    common = ["--preset", str(preset), "--data", str(data), "--output", str(output)]
+    return [*common, "--sequence-length", "32", "--batch-size", "4", "--quiet", *extra]
+
+
 def write_jsonl(path, rows):
     import json
 

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from kgemma.model import dtypes
+from tests.conftest import train_cli_args
 
 READ_CPU_FLAGS = dtypes.cpu_flags  # conftest.py replaces it in every test
 
@@ -42,8 +43,7 @@ def test_kgemma_train_defaults_to_auto_and_records_what_it_chose(monkeypatch, ti
     assert TrainingConfig().dtype == "auto"
     monkeypatch.setattr(dtypes, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     out = tmp_path / "run"
-    args = ["--preset", str(tiny_preset), "--data", str(data_file), "--output", str(out), "--no-save-keras"]
-    args += ["--sequence-length", "32", "--batch-size", "4", "--epochs", "1", "--max-examples", "40"]
+    args = train_cli_args(tiny_preset, data_file, out, "--epochs", "1", "--max-examples", "40", "--no-save-keras")
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "run.json").read_text())["config"]["dtype"] == "bfloat16"

@@ -21,6 +21,7 @@ from kgemma.training.history import History
 from tests.conftest import randomize_head
 from tests.conftest import tiny_backbone
 from tests.conftest import tiny_tokenizer
+from tests.conftest import train_cli_args
 from tests.conftest import write_jsonl
 
 # Each runs a command-line tool or a subprocess end to end: `make test-fast` leaves them out.
@@ -193,25 +194,7 @@ def test_a_damaged_preset_folder_names_itself(tiny_preset, tmp_path):
 
 
 def train_args(preset, data, out, *extra):
-    return [
-        "--preset",
-        str(preset),
-        "--data",
-        str(data),
-        "--output",
-        str(out),
-        "--sequence-length",
-        "32",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "1",
-        "--max-examples",
-        "40",
-        "--no-save-keras",
-        "--quiet",
-        *extra,
-    ]
+    return train_cli_args(preset, data, out, "--epochs", "1", "--max-examples", "40", "--no-save-keras", *extra)
 
 
 def test_a_run_killed_before_its_first_checkpoint_can_be_resumed(tiny_preset, review_rows, tmp_path):

@@ -16,6 +16,7 @@ from kgemma.model.batching import epoch_batches
 from kgemma.training import TrainingConfig
 from kgemma.training.trainer import read_progress
 from tests.conftest import randomize_head
+from tests.conftest import train_cli_args
 
 
 def test_config_defaults_are_the_reports_recipe():
@@ -77,22 +78,7 @@ def test_scores_do_not_depend_on_batch_padding(make_classifier):
 
 
 def cli_args(preset, data, output, *extra):
-    return [
-        "--preset",
-        str(preset),
-        "--data",
-        str(data),
-        "--output",
-        str(output),
-        "--sequence-length",
-        "32",
-        "--batch-size",
-        "4",
-        "--learning-rate",
-        "1e-2",
-        "--quiet",
-        *extra,
-    ]
+    return train_cli_args(preset, data, output, "--learning-rate", "1e-2", *extra)
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ prefix, scoring), and the LoRA branches beside a projection stay in float.
 
 The quantization around the matmul runs under `torch.compile`: in eager torch each of
 its elementwise steps is a pass over memory, and at the model's projection shapes
-they cut int8 from about 830 GFLOP/s (`torch._int_mm` alone) to 208-503, below
-bfloat16's 415-429; compiled (fused into a loop or two) it ran at 488-649, the same
+they cut int8 from about 880 GFLOP/s (`torch._int_mm` alone) to 213-583, mostly below
+bfloat16's 414-444; compiled (fused into a loop or two) it ran at 523-719, the same
 results to the last bit (`benchmarks/int8_projection.py`, docs/performance.md).
 """
 
