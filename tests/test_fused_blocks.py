@@ -132,3 +132,34 @@ def test_compiled_int8_matmul_equals_the_eager_one_at_every_width():
 def test_int8_is_refused_off_the_torch_backend(make_classifier):
     with pytest.raises(ValueError, match="int8 matmuls need Keras's torch backend"):
         make_classifier("gemma3").frozen_prefix(depth=0, int8=True)
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the blocks' elementwise segments are compiled on torch")
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_compiled_segments_compute_what_the_eager_ones_do(dtype, tolerance):
+    import torch
+
+    from kgemma.model import fused_blocks
+
+    generator = torch.Generator().manual_seed(0)
+
+    def tensor(*shape, dtype=dtype):
+        return torch.randn(*shape, generator=generator).to(getattr(torch, dtype))
+
+    batch, length, n_q, n_kv, head = 2, 24, 4, 2, 8
+    angles = torch.rand(1, length, 1, head, generator=generator)
+    bias = torch.where(torch.rand(batch, 1, length, 1, length, generator=generator) < 0.8, 0.0, -1e9)
+    attend = (tensor(batch, length, n_q * head), tensor(batch, length, n_kv * head), tensor(batch, length, n_kv * head))
+    attend += (angles.cos(), angles.sin(), bias, tensor(head, dtype="float32"), tensor(head, dtype="float32"))
+    calls = {
+        fused_blocks._attend: (*attend, 1e-6, 0.35, n_kv),
+        fused_blocks._norm: (tensor(batch, length, 16), tensor(16, dtype="float32"), 1e-6),
+        fused_blocks._add_normed: (tensor(batch, length, 16), tensor(batch, length, 16), tensor(16), 1e-6),
+        fused_blocks._gated: (tensor(batch, length, 16), tensor(batch, length, 16)),
+    }
+    for segment, args in calls.items():
+        compiled, eager = segment(*args), segment.__wrapped__(*args)
+        assert compiled.dtype == eager.dtype == getattr(torch, dtype)
+        np.testing.assert_allclose(compiled.float().numpy(), eager.float().numpy(), rtol=tolerance, atol=tolerance)
+    # They ran compiled: one `torch.compile` per segment, every shape and dtype.
+    assert fused_blocks._torch_compiled.cache_info().currsize >= len(calls)
