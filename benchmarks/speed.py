@@ -83,6 +83,12 @@ def load_classifier(dtype, **options):
     return GemmaSentimentClassifier.from_preset(dtype=None if dtype == "float32" else dtype, **options)
 
 
+def keras_backend():
+    import keras
+
+    return keras.backend.backend()
+
+
 def fixed_batches(length, batch_size, n_batches, vocabulary=8000, seed=0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(4, vocabulary, size=(n_batches, batch_size, length)).astype("int32")
@@ -115,7 +121,7 @@ def bench_fixed(clf, lengths, batch_size, n_batches, ceilings, train):
 
     depth = clf.backbone.num_layers
     models = {
-        "frozen forward, fused": FrozenPrefix(clf.backbone, depth, fused=True),
+        "frozen forward, fused": FrozenPrefix(clf.backbone, depth, fused=True, int8=clf.frozen_int8),
         "frozen forward, keras-hub blocks": FrozenPrefix(clf.backbone, depth, fused=False),
         "scoring (predict_proba's model)": clf.scoring_model(),
     }
@@ -288,6 +294,12 @@ QUICK = {"sample": 16, "lengths": "256", "dtypes": "bfloat16", "lora_layers_opti
     "--epochs", default=3, show_default=True, help="Epochs for the real-length training runs (the report's 3)."
 )
 @click.option("--jit-compile/--no-jit-compile", default=None, help="Force XLA on or off (default: Keras decides).")
+@click.option(
+    "--frozen-int8",
+    is_flag=True,
+    help="kgemma's frozen blocks as int8 matmuls (KERAS_BACKEND=torch): the fixed-length frozen forward, "
+    "the prefix pass and scoring below the adapted blocks.",
+)
 @click.option("--real/--no-real", default=True, show_default=True, help="Also time the real IMDB length distribution.")
 @click.option("--peer/--no-peer", default=False, help="Also time the transformers + PEFT peer in the same run.")
 @click.option(
@@ -316,6 +328,7 @@ def main(
     lora_layers_options,
     epochs,
     jit_compile,
+    frozen_int8,
     real,
     peer,
     peer_modes,
@@ -343,9 +356,15 @@ def main(
     for dtype in dtypes.split(","):
         for option in lora_layers_options.split(","):
             lora_layers = None if option == "all" else int(option)
-            clf = load_classifier(dtype, sequence_length=max_length, lora_layers=lora_layers)
+            clf = load_classifier(dtype, sequence_length=max_length, lora_layers=lora_layers, frozen_int8=frozen_int8)
             clf.compile(jit_compile="auto" if jit_compile is None else jit_compile)
-            run = {"dtype": dtype, "lora_layers": option, "jit_compile": bool(clf.jit_compile)}
+            run = {
+                "dtype": dtype,
+                "lora_layers": option,
+                "jit_compile": bool(clf.jit_compile),
+                "backend": keras_backend(),
+                "frozen_int8": frozen_int8,
+            }
             if option == lora_layers_options.split(",")[0]:
                 fixed_lengths = [int(x) for x in lengths.split(",")]
                 run["fixed"] = bench_fixed(

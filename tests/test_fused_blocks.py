@@ -163,3 +163,26 @@ def test_compiled_segments_compute_what_the_eager_ones_do(dtype, tolerance):
         np.testing.assert_allclose(compiled.float().numpy(), eager.float().numpy(), rtol=tolerance, atol=tolerance)
     # They ran compiled: one `torch.compile` per segment, every shape and dtype.
     assert fused_blocks._torch_compiled.cache_info().currsize >= len(calls)
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="int8 matmuls run on Keras's torch backend")
+def test_frozen_int8_runs_the_frozen_blocks_in_int8_and_the_adapted_ones_in_float(make_classifier):
+    clf = adapted(make_classifier("gemma3", lora_layers=1, frozen_int8=True))
+    features = features_of(clf)
+    # Scoring is the int8 prefix (what a trainer caches) followed by the float upper stack.
+    states = clf.frozen_prefix().predict_on_batch(features)
+    chained = clf.upper_stack().predict_on_batch({"hidden_states": states, "padding_mask": features["padding_mask"]})
+    np.testing.assert_allclose(clf.logits_for_features(features), to_numpy(chained), atol=1e-5)
+    float_logits = clf.logits_for_features(features, int8=False)
+    assert 0 < np.abs(clf.logits_for_features(features) - float_logits).max() < 0.05 * np.abs(float_logits).max()
+    # The setting is saved (get_config, and the adapter header: both from rebuild_config);
+    # float classifiers' settings stay as they were.
+    assert clf.rebuild_config()["frozen_int8"] is True
+    assert type(clf).from_config(clf.get_config()).frozen_int8
+    assert "frozen_int8" not in make_classifier("gemma3", lora_layers=1).rebuild_config()
+
+
+@pytest.mark.skipif(ON_TORCH, reason="on torch, int8 runs")
+def test_frozen_int8_is_refused_off_the_torch_backend(make_classifier):
+    with pytest.raises(ValueError, match="int8 matmuls need Keras's torch backend"):
+        make_classifier("gemma3", lora_layers=1, frozen_int8=True)

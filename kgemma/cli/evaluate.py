@@ -26,16 +26,19 @@ Examples:
 """
 
 
-def load_classifier(model_path, adapter_path, preset, dtype=None):
-    """A classifier from a `.keras` file or an adapter (on its base preset)."""
+def load_classifier(model_path, adapter_path, preset, dtype=None, frozen_int8=None):
+    """A classifier from a `.keras` file or an adapter (on its base preset); `frozen_int8`
+    (`None`: as saved) as `GemmaSentimentClassifier` takes it."""
     import keras
 
     from kgemma import GemmaSentimentClassifier
+    from kgemma.model.frozen_prefix import check_int8
 
     if bool(model_path) == bool(adapter_path):
         raise click.UsageError("Pass exactly one of --model or --adapter.")
     if adapter_path:
-        return GemmaSentimentClassifier.from_adapter(adapter_path, preset=preset, dtype=dtype)
+        given = {} if frozen_int8 is None else {"frozen_int8": frozen_int8}
+        return GemmaSentimentClassifier.from_adapter(adapter_path, preset=preset, dtype=dtype, **given)
     try:
         model = keras.saving.load_model(model_path)
     except Exception as e:
@@ -44,6 +47,8 @@ def load_classifier(model_path, adapter_path, preset, dtype=None):
         ) from e
     if not isinstance(model, GemmaSentimentClassifier):
         raise ValueError(f"{model_path} holds a {type(model).__name__}, not a GemmaSentimentClassifier.")
+    if frozen_int8 is not None:
+        model.frozen_int8 = check_int8(frozen_int8, model.backbone)
     return model
 
 
@@ -142,6 +147,14 @@ def progress_printer(label):
     help=(
         "Backbone dtype for --adapter (default: the one it was trained in); auto: bfloat16 on CPUs "
         "with AVX512-BF16 or AMX, else float32."
+    ),
+)
+@click.option(
+    "--frozen-int8/--no-frozen-int8",
+    default=None,
+    help=(
+        "Score the frozen blocks as int8 matmuls (KERAS_BACKEND=torch); default: as the adapter was trained "
+        "(kgemma-train --frozen-int8)."
     ),
 )
 @click.option(
@@ -246,6 +259,7 @@ def main(
     adapter_path,
     preset,
     dtype,
+    frozen_int8,
     data_source,
     split,
     data_dir,
@@ -319,7 +333,7 @@ def main(
                 distribution, devices, model_parallel, multi_worker, preset or adapter_base(adapter_path)
             )
         with plan.scope() if plan else contextlib.nullcontext():
-            classifier = load_classifier(model_path, adapter_path, preset, dtype)
+            classifier = load_classifier(model_path, adapter_path, preset, dtype, frozen_int8)
         settings = classifier.rebuild_config()
         fingerprint = classifier.fingerprint()
         score = classifier_scorer(classifier, batch_size)

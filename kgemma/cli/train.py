@@ -167,6 +167,15 @@ Examples:
         "else float32. LoRA and head stay float32."
     ),
 )
+@click.option(
+    "--frozen-int8/--no-frozen-int8",
+    default=DEFAULTS.frozen_int8,
+    show_default=True,
+    help=(
+        "Run the frozen blocks below the adapted ones as int8 matmuls, in the prefix pass and in scoring "
+        "(KERAS_BACKEND=torch; docs/performance.md)."
+    ),
+)
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option(
     "--checkpoint-every",

@@ -24,6 +24,7 @@ from kgemma.model.dtypes import resolve_dtype
 from kgemma.model.frozen_prefix import ClassifierForward
 from kgemma.model.frozen_prefix import FrozenPrefix
 from kgemma.model.frozen_prefix import UpperStack
+from kgemma.model.frozen_prefix import check_int8
 from kgemma.model.lora import attach_lora
 from kgemma.model.lora import first_adapted_block
 from kgemma.model.pooling import SequencePooling
@@ -80,6 +81,12 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             `from_adapter` can rebuild the model. Set by `from_preset`.
         backbone_layers: how many of the preset's first decoder blocks the backbone
             keeps (`None`: all), recorded like `base_preset`. Set by `from_preset`.
+        frozen_int8: bool, run the projections of the frozen decoder blocks (those
+            below the first LoRA-adapted one) as int8 matmuls wherever this model
+            scores or a trainer computes its frozen prefix (`kgemma.model.int8`:
+            Keras's torch backend, Gemma 3's fused blocks). The adapted blocks, the
+            adapters and the head stay float, in training and scoring alike.
+            Defaults to False.
 
     Example:
     ```python
@@ -122,6 +129,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         temperature=1.0,
         base_preset=None,
         backbone_layers=None,
+        frozen_int8=False,
         **kwargs,
     ):
         check_backbone(backbone)
@@ -181,6 +189,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         self.temperature = float(temperature)
         self.base_preset = base_preset
         self.backbone_layers = backbone_layers
+        self.frozen_int8 = check_int8(frozen_int8, backbone)
 
     def head(self, pooled, training=None):
         """The classification head on pooled states: the normalization (if any),
@@ -348,11 +357,13 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             return self.backbone.num_layers
         return first_adapted_block(self.backbone.num_layers, self.lora_layers)
 
-    def frozen_prefix(self, depth=None, fused=None, int8=False):
+    def frozen_prefix(self, depth=None, fused=None, int8=None):
         """A `FrozenPrefix` model: token inputs to the states entering block `depth`
         (default: the first adapted block). Its output for a review is fixed while
         training. `fused=False` runs keras-hub's blocks instead of the fused ones;
-        `int8=True` runs their projections as int8 matmuls (torch backend)."""
+        `int8=True` runs their projections as int8 matmuls (torch backend; `None`:
+        this classifier's `frozen_int8`)."""
+        int8 = self.frozen_int8 if int8 is None else int8
         return FrozenPrefix(self.backbone, self._split_depth(depth), fused=fused, int8=int8, name="frozen_prefix")
 
     def upper_stack(self, depth=None, fused=None):
@@ -391,7 +402,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             return logits
         return keras.ops.convert_to_numpy(keras.ops.softmax(logits / self.temperature, axis=-1))
 
-    def logits_for_features(self, features, batch_size=8, int8=False):
+    def logits_for_features(self, features, batch_size=8, int8=None):
         """Model outputs for preprocessed `{"token_ids", "padding_mask"}` arrays,
         scored in length-sorted batches trimmed of padding, in the original order.
 
@@ -413,11 +424,13 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         check_finite(logits)
         return logits
 
-    def scoring_model(self, fused=None, int8=False):
+    def scoring_model(self, fused=None, int8=None):
         """A `ClassifierForward` sharing this classifier's weights, compiled as this
         classifier is (XLA or not). Built once and reused, so its predict step is
-        traced once, not on every call. `int8=True` runs the backbone's projections
-        as int8 matmuls (`kgemma.model.int8`, torch backend)."""
+        traced once, not on every call. `int8=True` runs the frozen blocks'
+        projections as int8 matmuls (`kgemma.model.int8`, torch backend; `None`:
+        this classifier's `frozen_int8`)."""
+        int8 = self.frozen_int8 if int8 is None else bool(int8)
         # Not a tracked attribute: scoring models are views, not part of what is saved.
         if not hasattr(self, "_kgemma_scoring"):
             object.__setattr__(self, "_kgemma_scoring", {})
@@ -483,6 +496,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         }
         if self.backbone_layers is not None:
             config["backbone_layers"] = self.backbone_layers
+        if self.frozen_int8:  # Only when set: earlier adapters and fingerprints stay as they were.
+            config["frozen_int8"] = True
         if self.preprocessor is not None:
             config.update(
                 sequence_length=self.preprocessor.sequence_length,

@@ -31,11 +31,11 @@ def _use_fused(backbone, fused):
     return supports_fused(backbone) if fused is None else bool(fused) and supports_fused(backbone)
 
 
-def _checked_int8(int8, fused, backbone):
-    """`int8`, once the backend and the blocks can run it."""
+def check_int8(int8, backbone, fused=None):
+    """`int8` as a bool, once the backend and `backbone`'s blocks can run it."""
     if int8:
         check_int8_backend()
-        if not fused:
+        if not _use_fused(backbone, fused):
             raise ValueError(
                 f"int8 matmuls run in kgemma's fused Gemma 3 blocks only; {type(backbone).__name__} takes keras-hub's."
             )
@@ -65,7 +65,7 @@ class FrozenPrefix(keras.Model):
         self.backbone = backbone
         self.depth = int(depth)
         self.fused = _use_fused(backbone, fused)
-        self.int8 = _checked_int8(int8, self.fused, backbone)
+        self.int8 = check_int8(int8, backbone, self.fused)
 
     def call(self, inputs):
         x = embed_tokens(self.backbone, inputs["token_ids"])
@@ -106,12 +106,11 @@ class UpperStack(keras.Model):
         self.depth = int(depth)
         self.fused = _use_fused(classifier.backbone, fused)
         # Never int8 here: training differentiates through these blocks, and no gradient
-        # flows through an int8 matmul. `ClassifierForward` (scoring) may turn it on.
-        self.int8 = False
+        # flows through an int8 matmul.
 
     def call(self, inputs, training=None):
         mask = inputs["padding_mask"]
-        x = run_blocks(self.blocks, inputs["hidden_states"], mask, training=training, fused=self.fused, int8=self.int8)
+        x = run_blocks(self.blocks, inputs["hidden_states"], mask, training=training, fused=self.fused)
         return self.head(x, mask, training)
 
     def head(self, x, mask, training=None):
@@ -127,15 +126,19 @@ class ClassifierForward(UpperStack):
     Args:
         classifier: a `GemmaSentimentClassifier`.
         fused: as in `FrozenPrefix`.
-        int8: as in `FrozenPrefix` (the LoRA branches and the head stay float).
+        int8: run the frozen blocks (below the first adapted one) as `FrozenPrefix`
+            does with `int8=True`; the adapted blocks, LoRA branches and head stay
+            float, as they are in training.
     """
 
     def __init__(self, classifier, fused=None, int8=False, **kwargs):
-        super().__init__(classifier, 0, fused=fused, **kwargs)
+        super().__init__(classifier, classifier.frozen_depth, fused=fused, **kwargs)
         self.backbone = classifier.backbone
-        self.int8 = _checked_int8(int8, self.fused, classifier.backbone)
+        self.frozen_int8 = check_int8(int8, classifier.backbone, self.fused)
 
     def call(self, inputs, training=None):
         x = embed_tokens(self.backbone, inputs["token_ids"])
-        hidden = {"hidden_states": x, "padding_mask": inputs["padding_mask"]}
-        return super().call(hidden, training=training)
+        mask = inputs["padding_mask"]
+        frozen = self.backbone.transformer_layers[: self.depth]
+        x = run_blocks(frozen, x, mask, training=training, fused=self.fused, int8=self.frozen_int8)
+        return super().call({"hidden_states": x, "padding_mask": mask}, training=training)

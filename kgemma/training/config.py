@@ -49,6 +49,9 @@ class TrainingConfig:
             with AVX512-BF16 or AMX, else float32; `kgemma.model.dtypes`),
             `"bfloat16"`, `"float32"` or another Keras float policy (`None`:
             Keras's float32). LoRA adapters and the head stay float32.
+        frozen_int8: run the frozen blocks below the adapted ones as int8 matmuls,
+            in the prefix pass and whenever the trained model scores
+            (`GemmaSentimentClassifier(frozen_int8=True)`; Keras's torch backend).
         seed: seeds the split, the sample, the shuffling and the initial weights.
         checkpoint_every: steps between resumable checkpoints (and at each epoch end).
         drop_overlap: drop training rows whose text also occurs in the evaluation split.
@@ -79,6 +82,7 @@ class TrainingConfig:
     cache_prefix: bool = True
     jit_compile: bool = None
     dtype: str = "auto"
+    frozen_int8: bool = False
     seed: int = 0
     checkpoint_every: int = 25
     drop_overlap: bool = False
@@ -121,6 +125,7 @@ class TrainingConfig:
             "lora_targets",
             "lora_layers",
             "backbone_layers",
+            "frozen_int8",
         )
         return {name: getattr(self, name) for name in names}
 

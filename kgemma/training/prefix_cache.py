@@ -56,7 +56,7 @@ class PrefixStates:
         return self.flat[self.offsets[i] : self.offsets[i + 1]]
 
 
-def cache_key(classifier, features, depth, fused):
+def cache_key(classifier, features, depth, fused, int8=False):
     """A hex key for the prefix's states of these token ids (see the module docstring)."""
     import keras
 
@@ -67,6 +67,8 @@ def cache_key(classifier, features, depth, fused):
         "fused": bool(fused),
         "backend": keras.backend.backend(),
     }
+    if int8:  # Only when set: the keys of float prefixes stay as they were.
+        settings["int8"] = True
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for name in ("token_ids", "padding_mask"):
         digest.update(np.ascontiguousarray(features[name], dtype="int32").tobytes())

@@ -109,11 +109,12 @@ def prefix_states(
             bar.add(len(set(rows.tolist())))
 
     if cache_dir is not None:
-        key = cache_key(classifier, features, prefix.depth, prefix.fused)
+        key = cache_key(classifier, features, prefix.depth, prefix.fused, prefix.int8)
         settings = {
             "base_preset": classifier.base_preset,
             "dtype": str(dtype),
             "depth": prefix.depth,
+            "int8": prefix.int8,
             "reviews": len(lengths),
         }
         return cached_prefix_states(cache_dir, key, settings, lengths, hidden, dtype, fill)
