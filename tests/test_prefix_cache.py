@@ -45,13 +45,14 @@ def test_prefix_states_index_reviews_in_one_flat_array():
     np.testing.assert_array_equal(states[2], flat[4:])
 
 
-def test_cache_key_follows_depth_and_token_ids(make_classifier):
+def test_cache_key_follows_depth_int8_and_token_ids(make_classifier):
     clf = make_classifier(lora_layers=1)
     features = {k: np.asarray(v) for k, v in clf.preprocessor(["A fine film.", "Dull."]).items()}
     key = cache_key(clf, features, 1, True)
     assert key == cache_key(clf, {k: v.copy() for k, v in features.items()}, 1, True)
     assert key != cache_key(clf, features, 0, True)
     assert key != cache_key(clf, features, 1, False)
+    assert key != cache_key(clf, features, 1, True, int8=True)
     other = dict(features, token_ids=features["token_ids"][::-1])
     assert key != cache_key(clf, other, 1, True)
 
