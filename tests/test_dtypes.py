@@ -46,5 +46,7 @@ def test_kgemma_train_defaults_to_auto_and_records_what_it_chose(monkeypatch, ti
     args = train_cli_args(tiny_preset, data_file, out, "--epochs", "1", "--max-examples", "40", "--no-save-keras")
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "run.json").read_text())["config"]["dtype"] == "bfloat16"
+    recorded = json.loads((out / "run.json").read_text())["config"]
+    assert recorded["dtype"] == "bfloat16"
+    assert recorded["frozen_int8"] is False  # "auto" recorded as what it chose: off on TensorFlow
     assert GemmaSentimentClassifier.from_adapter(out / "adapter.npz").backbone.dtype_policy.name == "bfloat16"

@@ -175,14 +175,28 @@ def test_frozen_int8_runs_the_frozen_blocks_in_int8_and_the_adapted_ones_in_floa
     np.testing.assert_allclose(clf.logits_for_features(features), to_numpy(chained), atol=1e-5)
     float_logits = clf.logits_for_features(features, int8=False)
     assert 0 < np.abs(clf.logits_for_features(features) - float_logits).max() < 0.05 * np.abs(float_logits).max()
-    # The setting is saved (get_config, and the adapter header: both from rebuild_config);
-    # float classifiers' settings stay as they were.
+    # The setting is saved (get_config, and the adapter header: both from rebuild_config),
+    # so a model reloads as it was trained.
     assert clf.rebuild_config()["frozen_int8"] is True
     assert type(clf).from_config(clf.get_config()).frozen_int8
-    assert "frozen_int8" not in make_classifier("gemma3", lora_layers=1).rebuild_config()
+    plain = make_classifier("gemma3", lora_layers=1, frozen_int8=False)
+    assert type(plain).from_config(plain.get_config()).frozen_int8 is False
 
 
 @pytest.mark.skipif(ON_TORCH, reason="on torch, int8 runs")
 def test_frozen_int8_is_refused_off_the_torch_backend(make_classifier):
     with pytest.raises(ValueError, match="int8 matmuls need Keras's torch backend"):
         make_classifier("gemma3", lora_layers=1, frozen_int8=True)
+
+
+def test_frozen_int8_auto_is_on_only_where_int8_is_fastest(make_classifier, monkeypatch):
+    from kgemma.model import dtypes
+    from kgemma.training import TrainingConfig
+
+    monkeypatch.setattr(dtypes, "cpu_flags", lambda: frozenset({"avx512f", "avx512_vnni"}))
+    assert make_classifier("gemma3", lora_layers=1).frozen_int8 is ON_TORCH
+    assert make_classifier("gemma", lora_layers=1).frozen_int8 is False  # keras-hub's blocks run no int8
+    monkeypatch.setattr(dtypes, "cpu_flags", lambda: frozenset({"avx512f"}))
+    assert make_classifier("gemma3", lora_layers=1).frozen_int8 is False
+    with pytest.raises(ValueError, match="frozen_int8 must be True, False or 'auto'"):
+        TrainingConfig(frozen_int8="yes")

@@ -1,6 +1,7 @@
 """`GemmaSentimentClassifier`: a Gemma backbone, pooling, and a classification head."""
 
 import hashlib
+import warnings
 
 import keras
 import keras_hub
@@ -81,12 +82,13 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             `from_adapter` can rebuild the model. Set by `from_preset`.
         backbone_layers: how many of the preset's first decoder blocks the backbone
             keeps (`None`: all), recorded like `base_preset`. Set by `from_preset`.
-        frozen_int8: bool, run the projections of the frozen decoder blocks (those
-            below the first LoRA-adapted one) as int8 matmuls wherever this model
-            scores or a trainer computes its frozen prefix (`kgemma.model.int8`:
-            Keras's torch backend, Gemma 3's fused blocks). The adapted blocks, the
-            adapters and the head stay float, in training and scoring alike.
-            Defaults to False.
+        frozen_int8: bool or `"auto"`, run the projections of the frozen decoder
+            blocks (those below the first LoRA-adapted one) as int8 matmuls wherever
+            this model scores or a trainer computes its frozen prefix
+            (`kgemma.model.int8`: Keras's torch backend, Gemma 3's fused blocks). The
+            adapted blocks, the adapters and the head stay float, in training and
+            scoring alike. `"auto"` (default) turns it on where it is fastest: Keras's
+            torch backend on a CPU with AVX512-VNNI or AMX-int8; elsewhere off.
 
     Example:
     ```python
@@ -129,7 +131,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         temperature=1.0,
         base_preset=None,
         backbone_layers=None,
-        frozen_int8=False,
+        frozen_int8="auto",
         **kwargs,
     ):
         check_backbone(backbone)
@@ -281,7 +283,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
                 refused if they differ from the adapter's.
         """
         header, _ = adapter_file.read_adapter(path)
-        settings = {**header["classifier"], **kwargs}
+        settings = {**_runnable_int8(header["classifier"]), **kwargs}
         if settings.get("dtype") is None:
             settings["dtype"] = header["base_model"].get("dtype")
         model = cls.from_preset(preset if preset is not None else header["base_model"]["preset"], **settings)
@@ -496,8 +498,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         }
         if self.backbone_layers is not None:
             config["backbone_layers"] = self.backbone_layers
-        if self.frozen_int8:  # Only when set: earlier adapters and fingerprints stay as they were.
-            config["frozen_int8"] = True
+        # Always, so that a model reloads as it was trained; an earlier adapter without it gets "auto".
+        config["frozen_int8"] = self.frozen_int8
         if self.preprocessor is not None:
             config.update(
                 sequence_length=self.preprocessor.sequence_length,
@@ -507,11 +509,28 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             )
         return config
 
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(_runnable_int8(config))
+
     def get_config(self):
         config = super().get_config()
         config.update({k: v for k, v in self.rebuild_config().items() if k not in PREPROCESSOR_ARGS})
         config["base_preset"] = self.base_preset
         return config
+
+
+def _runnable_int8(settings):
+    """Saved settings, with a saved `frozen_int8=True` turned off (with a warning) where
+    int8 cannot run: a model trained on torch still loads and scores, in float, elsewhere."""
+    if settings.get("frozen_int8") is True and keras.backend.backend() != "torch":
+        warnings.warn(
+            "This model was trained with int8 frozen blocks (frozen_int8, Keras's torch backend); on "
+            f"{keras.backend.backend()} they run in float, which can move its scores slightly.",
+            stacklevel=3,
+        )
+        return {**settings, "frozen_int8": False}
+    return settings
 
 
 def _is_saved_classifier(handle, cls):

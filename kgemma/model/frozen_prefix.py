@@ -18,6 +18,7 @@ from keras import ops
 from kgemma.model.fused_blocks import run_blocks
 from kgemma.model.fused_blocks import supports_fused
 from kgemma.model.int8 import check_int8_backend
+from kgemma.model.int8 import int8_is_fastest
 
 
 def embed_tokens(backbone, token_ids):
@@ -32,7 +33,10 @@ def _use_fused(backbone, fused):
 
 
 def check_int8(int8, backbone, fused=None):
-    """`int8` as a bool, once the backend and `backbone`'s blocks can run it."""
+    """`int8` as a bool, once the backend and `backbone`'s blocks can run it.
+    `"auto"`: True where `int8_is_fastest()` and the blocks are fused, else False."""
+    if int8 == "auto":
+        return int8_is_fastest() and _use_fused(backbone, fused)
     if int8:
         check_int8_backend()
         if not _use_fused(backbone, fused):

@@ -8,8 +8,10 @@ LLM.int8 does without its outlier split: each weight column (output channel) onc
 symmetric to int8, and each input row (token) at every call. The int32 products are
 rescaled to the input's dtype.
 
-No gradient flows through `torch._int_mm`: only forward-only paths use it (a frozen
-prefix, scoring), and the LoRA branches beside a projection stay in float.
+No gradient flows through `torch._int_mm`: only forward-only paths use it, the frozen
+blocks below the LoRA-adapted ones (`GemmaSentimentClassifier(frozen_int8=...)`, on by
+default where `int8_is_fastest()`), in a trainer's prefix pass and in scoring; the
+adapted blocks, the LoRA branches and the head stay float.
 
 The quantization around the matmul runs under `torch.compile`: in eager torch each of
 its elementwise steps is a pass over memory, and at the model's projection shapes
@@ -22,8 +24,23 @@ import functools
 
 import keras
 
+from kgemma.model import dtypes
+
 # Symmetric int8: -127..127, so that a value and its negation round alike.
 _LEVELS = 127.0
+# CPU flags (as Linux names them) of the int8 dot-product instructions `torch._int_mm` uses on a CPU.
+INT8_CPU_FLAGS = ("amx_int8", "avx512_vnni")
+
+
+def int8_is_fastest():
+    """Whether int8 frozen blocks are the fastest choice here: Keras's torch backend on
+    a CPU with int8 dot-product instructions (`frozen_int8="auto"`)."""
+    return keras.backend.backend() == "torch" and bool(dtypes.cpu_flags() & set(INT8_CPU_FLAGS))
+
+
+def resolve_frozen_int8(setting):
+    """A `frozen_int8` setting as a bool: `"auto"` becomes `int8_is_fastest()`."""
+    return int8_is_fastest() if setting == "auto" else bool(setting)
 
 
 def check_int8_backend():

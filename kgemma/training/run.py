@@ -20,6 +20,7 @@ from kgemma.files import read_json
 from kgemma.files import save_text_atomically
 from kgemma.model import GemmaSentimentClassifier
 from kgemma.model.dtypes import resolve_dtype
+from kgemma.model.int8 import resolve_frozen_int8
 from kgemma.scaling.distribution import SingleDevice
 from kgemma.training.trainer import fit
 from kgemma.training.trainer import read_progress
@@ -125,8 +126,12 @@ def run_training(
     `summary.json`, `run.json` (settings), `checkpoint.npz` (resumable state).
     """
     started = time.perf_counter()
-    # The run records the dtype it used, not "auto", which means another on another CPU.
-    config = dataclasses.replace(config, dtype=resolve_dtype(config.dtype))
+    # The run records the dtype and int8 choice it used, not "auto", which means another
+    # on another CPU or backend.
+    int8_setting = config.frozen_int8
+    config = dataclasses.replace(
+        config, dtype=resolve_dtype(config.dtype), frozen_int8=resolve_frozen_int8(config.frozen_int8)
+    )
     run_dir = Path(output_dir)
     if data_source not in (None, "tfds"):
         # Absolute, so that kgemma-eval finds the same rows from any working directory.
@@ -145,7 +150,11 @@ def run_training(
     # Seed before building: it fixes the LoRA and head initialization.
     keras.utils.set_random_seed(config.seed)
     with plan.scope():
-        classifier = GemmaSentimentClassifier.from_preset(preset, dtype=config.dtype, **config.classifier_options())
+        options = {**config.classifier_options(), "frozen_int8": int8_setting}
+        classifier = GemmaSentimentClassifier.from_preset(preset, dtype=config.dtype, **options)
+    if classifier.frozen_int8 != config.frozen_int8:  # "auto" on blocks int8 cannot run: float.
+        config = dataclasses.replace(config, frozen_int8=classifier.frozen_int8)
+        run_settings["config"] = config.to_dict()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_text_atomically(run_dir / RUN_FILE, json.dumps(run_settings, indent=2))
     history, progress = fit(
