@@ -48,5 +48,5 @@ def test_kgemma_train_defaults_to_auto_and_records_what_it_chose(monkeypatch, ti
     assert result.exit_code == 0, result.output
     recorded = json.loads((out / "run.json").read_text())["config"]
     assert recorded["dtype"] == "bfloat16"
-    assert recorded["frozen_int8"] is False  # "auto" recorded as what it chose: off on TensorFlow
+    assert recorded["frozen_int8"] is False  # recorded as what the machine chose: off on TensorFlow
     assert GemmaSentimentClassifier.from_adapter(out / "adapter.npz").backbone.dtype_policy.name == "bfloat16"

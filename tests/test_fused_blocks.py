@@ -189,7 +189,7 @@ def test_frozen_int8_is_refused_off_the_torch_backend(make_classifier):
         make_classifier("gemma3", lora_layers=1, frozen_int8=True)
 
 
-def test_frozen_int8_auto_is_on_only_where_int8_is_fastest(make_classifier, monkeypatch):
+def test_frozen_int8_by_default_is_on_only_where_int8_is_fastest(make_classifier, monkeypatch):
     from kgemma.model import dtypes
     from kgemma.training import TrainingConfig
 
@@ -198,5 +198,5 @@ def test_frozen_int8_auto_is_on_only_where_int8_is_fastest(make_classifier, monk
     assert make_classifier("gemma", lora_layers=1).frozen_int8 is False  # keras-hub's blocks run no int8
     monkeypatch.setattr(dtypes, "cpu_flags", lambda: frozenset({"avx512f"}))
     assert make_classifier("gemma3", lora_layers=1).frozen_int8 is False
-    with pytest.raises(ValueError, match="frozen_int8 must be True, False or 'auto'"):
+    with pytest.raises(ValueError, match="frozen_int8 must be True, False or None"):
         TrainingConfig(frozen_int8="yes")

@@ -170,7 +170,7 @@ Examples:
 @click.option(
     "--frozen-int8/--no-frozen-int8",
     default=None,
-    show_default=f"{DEFAULTS.frozen_int8}: on with KERAS_BACKEND=torch on a CPU with AVX512-VNNI or AMX-int8",
+    show_default="the machine's: on with KERAS_BACKEND=torch on a CPU with AVX512-VNNI or AMX-int8",
     help=(
         "Run the frozen blocks below the adapted ones as int8 matmuls, in the prefix pass and in scoring "
         "(KERAS_BACKEND=torch; docs/performance.md)."

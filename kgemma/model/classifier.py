@@ -82,12 +82,12 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             `from_adapter` can rebuild the model. Set by `from_preset`.
         backbone_layers: how many of the preset's first decoder blocks the backbone
             keeps (`None`: all), recorded like `base_preset`. Set by `from_preset`.
-        frozen_int8: bool or `"auto"`, run the projections of the frozen decoder
+        frozen_int8: bool or `None`, run the projections of the frozen decoder
             blocks (those below the first LoRA-adapted one) as int8 matmuls wherever
             this model scores or a trainer computes its frozen prefix
             (`kgemma.model.int8`: Keras's torch backend, Gemma 3's fused blocks). The
             adapted blocks, the adapters and the head stay float, in training and
-            scoring alike. `"auto"` (default) turns it on where it is fastest: Keras's
+            scoring alike. `None` (default) turns it on where it is fastest: Keras's
             torch backend on a CPU with AVX512-VNNI or AMX-int8; elsewhere off.
 
     Example:
@@ -131,7 +131,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         temperature=1.0,
         base_preset=None,
         backbone_layers=None,
-        frozen_int8="auto",
+        frozen_int8=None,
         **kwargs,
     ):
         check_backbone(backbone)
@@ -498,7 +498,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         }
         if self.backbone_layers is not None:
             config["backbone_layers"] = self.backbone_layers
-        # Always, so that a model reloads as it was trained; an earlier adapter without it gets "auto".
+        # Always, so that a model reloads as it was trained; an earlier adapter without it gets None.
         config["frozen_int8"] = self.frozen_int8
         if self.preprocessor is not None:
             config.update(

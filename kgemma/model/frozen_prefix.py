@@ -34,8 +34,8 @@ def _use_fused(backbone, fused):
 
 def check_int8(int8, backbone, fused=None):
     """`int8` as a bool, once the backend and `backbone`'s blocks can run it.
-    `"auto"`: True where `int8_is_fastest()` and the blocks are fused, else False."""
-    if int8 == "auto":
+    `None`: True where `int8_is_fastest()` and the blocks are fused, else False."""
+    if int8 is None:
         return int8_is_fastest() and _use_fused(backbone, fused)
     if int8:
         check_int8_backend()

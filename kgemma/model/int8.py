@@ -34,13 +34,13 @@ INT8_CPU_FLAGS = ("amx_int8", "avx512_vnni")
 
 def int8_is_fastest():
     """Whether int8 frozen blocks are the fastest choice here: Keras's torch backend on
-    a CPU with int8 dot-product instructions (`frozen_int8="auto"`)."""
+    a CPU with int8 dot-product instructions (what `frozen_int8=None` chooses)."""
     return keras.backend.backend() == "torch" and bool(dtypes.cpu_flags() & set(INT8_CPU_FLAGS))
 
 
 def resolve_frozen_int8(setting):
-    """A `frozen_int8` setting as a bool: `"auto"` becomes `int8_is_fastest()`."""
-    return int8_is_fastest() if setting == "auto" else bool(setting)
+    """A `frozen_int8` setting as a bool: `None` becomes `int8_is_fastest()`."""
+    return int8_is_fastest() if setting is None else bool(setting)
 
 
 def check_int8_backend():

@@ -51,8 +51,8 @@ class TrainingConfig:
             Keras's float32). LoRA adapters and the head stay float32.
         frozen_int8: run the frozen blocks below the adapted ones as int8 matmuls,
             in the prefix pass and whenever the trained model scores
-            (`GemmaSentimentClassifier(frozen_int8=...)`): True, False or `"auto"`
-            (default: on with Keras's torch backend on a CPU with AVX512-VNNI or
+            (`GemmaSentimentClassifier(frozen_int8=...)`): True, False or `None`
+            (default: decided by the machine, on with Keras's torch backend on a CPU with AVX512-VNNI or
             AMX-int8, where it is fastest; `kgemma.model.int8`).
         seed: seeds the split, the sample, the shuffling and the initial weights.
         checkpoint_every: steps between resumable checkpoints (and at each epoch end).
@@ -84,7 +84,7 @@ class TrainingConfig:
     cache_prefix: bool = True
     jit_compile: bool = None
     dtype: str = "auto"
-    frozen_int8: object = "auto"
+    frozen_int8: bool = None
     seed: int = 0
     checkpoint_every: int = 25
     drop_overlap: bool = False
@@ -93,8 +93,10 @@ class TrainingConfig:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
-        if self.frozen_int8 not in ("auto", True, False):
-            raise ValueError(f"frozen_int8 must be True, False or 'auto', got {self.frozen_int8!r}.")
+        if self.frozen_int8 not in (None, True, False):
+            raise ValueError(
+                f"frozen_int8 must be True, False or None (the machine decides), got {self.frozen_int8!r}."
+            )
         if self.dtype not in (None, *DTYPE_CHOICES, "float16", "mixed_bfloat16", "mixed_float16"):
             raise ValueError(f"dtype must be a Keras float dtype policy such as 'bfloat16', got {self.dtype!r}.")
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "checkpoint_every"):

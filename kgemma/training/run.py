@@ -126,8 +126,8 @@ def run_training(
     `summary.json`, `run.json` (settings), `checkpoint.npz` (resumable state).
     """
     started = time.perf_counter()
-    # The run records the dtype and int8 choice it used, not "auto", which means another
-    # on another CPU or backend.
+    # The run records the dtype and int8 choice it used, not "auto" or None, which mean
+    # another on another CPU or backend.
     int8_setting = config.frozen_int8
     config = dataclasses.replace(
         config, dtype=resolve_dtype(config.dtype), frozen_int8=resolve_frozen_int8(config.frozen_int8)
@@ -152,7 +152,7 @@ def run_training(
     with plan.scope():
         options = {**config.classifier_options(), "frozen_int8": int8_setting}
         classifier = GemmaSentimentClassifier.from_preset(preset, dtype=config.dtype, **options)
-    if classifier.frozen_int8 != config.frozen_int8:  # "auto" on blocks int8 cannot run: float.
+    if classifier.frozen_int8 != config.frozen_int8:  # Left to the machine, on blocks int8 cannot run: float.
         config = dataclasses.replace(config, frozen_int8=classifier.frozen_int8)
         run_settings["config"] = config.to_dict()
     run_dir.mkdir(parents=True, exist_ok=True)
