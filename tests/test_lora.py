@@ -177,3 +177,19 @@ def test_upper_stack_runs_in_the_backbone_dtype(make_classifier):
     split = upper({"hidden_states": states, "padding_mask": features["padding_mask"]})
     whole = clf.scoring_model()(features)
     np.testing.assert_array_equal(to_numpy(split), to_numpy(whole))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="kgemma's own dropout runs on the torch backend")
+def test_torch_dropout_drops_at_its_rate_keeps_the_mean_and_repeats_with_its_seed():
+    import torch
+
+    from kgemma.model.lora import torch_dropout
+
+    x = torch.ones(64, 50, 33, requires_grad=True)  # an odd size: the last int64 draw is cut
+    y = torch_dropout(x, 0.25, keras.random.SeedGenerator(7))
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.25) < 0.01 and abs(y.mean().item() - 1.0) < 0.02
+    assert torch.equal(y, torch_dropout(x, 0.25, keras.random.SeedGenerator(7)))
+    assert not torch.equal(y, torch_dropout(x, 0.25, keras.random.SeedGenerator(8)))
+    y.sum().backward()  # the gradient is the mask, scaled
+    np.testing.assert_allclose(x.grad.numpy(), y.detach().numpy())

@@ -15,12 +15,11 @@ Backbones it cannot run exactly (Gemma 1 and 2, attention soft caps, bidirection
 vision models, quantized layers) take keras-hub's own blocks: `supports_fused` says which.
 """
 
-import functools
-
 import keras
 import numpy as np
 from keras import ops
 
+from kgemma.model.compiled import compiled_on_torch
 from kgemma.model.int8 import cached_int8_kernel
 from kgemma.model.int8 import check_int8_backend
 from kgemma.model.int8 import int8_matmul
@@ -136,51 +135,24 @@ def _rotate(x, cos, sin):
     return x * cos + rotated * sin
 
 
-def _compiled(function):
-    """`function` (tensors in, tensors out) under `torch.compile` on the torch backend.
-
-    In eager torch every elementwise step of a block (norm casts, rotary, the float32
-    softmax, GELU) is its own pass over memory: at 8 x 512 tokens they took 28% of the
-    forward, and the softmax alone ran 5x slower than compiled (docs/performance.md).
-    Inductor fuses each segment into a loop or two. TensorFlow and JAX run it as is
-    (XLA over the same segments inside TensorFlow's graph was slower, measured).
-    """
-
-    @functools.wraps(function)
-    def run(*args):
-        if keras.backend.backend() != "torch":
-            return function(*args)
-        return _torch_compiled(function)(*args)
-
-    return run
-
-
-@functools.cache
-def _torch_compiled(function):
-    import torch
-
-    # dynamic: one compiled kernel for every batch and width, not a compile per shape.
-    return torch.compile(function, dynamic=True)
-
-
-@_compiled
+@compiled_on_torch
 def _norm(x, scale, epsilon):
     """The block's pre-norm: `x`'s dtype in and out."""
     return ops.cast(_rms_values(x, scale, epsilon), x.dtype)
 
 
-@_compiled
+@compiled_on_torch
 def _add_normed(x, y, scale, epsilon):
     """The residual `x + rms(y)`, in `x`'s dtype."""
     return x + ops.cast(_rms_values(y, scale, epsilon), x.dtype)
 
 
-@_compiled
+@compiled_on_torch
 def _gated(gate, up):
     return keras.activations.gelu(gate, approximate=True) * up
 
 
-@_compiled
+@compiled_on_torch
 def _attend(q, k, v, cos, sin, bias, q_scale, k_scale, epsilon, factor, n_kv):
     """Grouped-query attention of projected `q`, `k`, `v` (`(batch, length, heads * head_dim)`),
     with query/key norms and rotary applied here; `(batch, length, n_q * head_dim)` out."""

@@ -20,11 +20,10 @@ bfloat16's 414-444; compiled (fused into a loop or two) it ran at 523-719, the s
 results to the last bit (`benchmarks/int8_projection.py`, docs/performance.md).
 """
 
-import functools
-
 import keras
 
 from kgemma.model import dtypes
+from kgemma.model.compiled import torch_compiled
 
 # Symmetric int8: -127..127, so that a value and its negation round alike.
 _LEVELS = 127.0
@@ -63,15 +62,7 @@ def quantize_columns(kernel):
 def int8_matmul(x, quantized, scale):
     """`x @ kernel` from the kernel's `quantize_columns` output, `x` quantized per row
     (compiled by `torch.compile` on first use; `eager_int8_matmul` is the same uncompiled)."""
-    return _compiled_int8_matmul()(x, quantized, scale)
-
-
-@functools.cache
-def _compiled_int8_matmul():
-    import torch
-
-    # dynamic: one compiled kernel for every batch width, not a compile per width.
-    return torch.compile(eager_int8_matmul, dynamic=True)
+    return torch_compiled(eager_int8_matmul)(x, quantized, scale)
 
 
 def eager_int8_matmul(x, quantized, scale):
