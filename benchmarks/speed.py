@@ -83,12 +83,6 @@ def load_classifier(dtype, **options):
     return GemmaSentimentClassifier.from_preset(dtype=None if dtype == "float32" else dtype, **options)
 
 
-def keras_backend():
-    import keras
-
-    return keras.backend.backend()
-
-
 def fixed_batches(length, batch_size, n_batches, vocabulary=8000, seed=0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(4, vocabulary, size=(n_batches, batch_size, length)).astype("int32")
@@ -349,6 +343,8 @@ def main(
             "quick": quick,
         }
     }
+    import keras
+
     results["machine"] = ceilings = machine_ceilings()
     print_ceilings(ceilings)
     reviews = real_sample(data, sample, seed=0)
@@ -362,7 +358,7 @@ def main(
                 "dtype": dtype,
                 "lora_layers": option,
                 "jit_compile": bool(clf.jit_compile),
-                "backend": keras_backend(),
+                "backend": keras.backend.backend(),
                 "frozen_int8": frozen_int8,
             }
             if option == lora_layers_options.split(",")[0]:

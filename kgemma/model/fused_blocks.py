@@ -38,6 +38,8 @@ def supports_fused(backbone):
         return False
     return (
         block.use_query_key_norm
+        # The fused attention normalizes queries and keys with one epsilon.
+        and block.attention.query_norm.epsilon == block.attention.key_norm.epsilon
         and block.use_post_attention_norm
         and block.use_post_ffw_norm
         and block.logit_soft_cap is None
@@ -205,8 +207,6 @@ def _fused_block(block, x, context, training):
     factor = 1.0 / float(np.sqrt(head if attention.query_head_dim_normalize else attention.hidden_dim // n_q))
     window = attention.sliding_window_size if attention.use_sliding_window_attention else None
     q_norm, k_norm = attention.query_norm, attention.key_norm
-    if q_norm.epsilon != k_norm.epsilon:
-        raise ValueError("kgemma's fused attention takes one epsilon for the query and key norms.")
     mixed = _attend(
         q, k, v, cos, sin, context.attention_bias(window), _scale(q_norm), _scale(k_norm), q_norm.epsilon, factor, n_kv
     )
