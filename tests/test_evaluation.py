@@ -48,6 +48,44 @@ def test_metrics_equal_scikit_learn(predictions):
     np.testing.assert_allclose(np.array(m["confusion_matrix_normalized"]).sum(axis=1), 1.0)
 
 
+def test_bootstrap_statistics_equal_scikit_learn_on_every_resample():
+    from scipy import stats
+
+    from kgemma.evaluation.metrics import accuracy
+    from kgemma.evaluation.metrics import bootstrap_interval
+    from kgemma.evaluation.metrics import macro_f1
+
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 40):
+        y = rng.integers(0, 2, size=n)
+        pred = np.where(rng.random(n) < 0.8, y, 1 - y)
+        resamples = rng.integers(0, n, size=(200, n))  # many hold a single class
+        expected = [skm.f1_score(y[r], pred[r], average="macro", zero_division=0) for r in resamples]
+        assert macro_f1(y[resamples], pred[resamples]).tolist() == expected  # to the last bit
+        assert accuracy(y[resamples], pred[resamples]).tolist() == [
+            skm.accuracy_score(y[r], pred[r]) for r in resamples
+        ]
+
+        def sklearn_f1(a, b):
+            return skm.f1_score(a, b, average="macro", zero_division=0)
+
+        one_by_one = stats.bootstrap(
+            (y, pred),
+            sklearn_f1,
+            paired=True,
+            vectorized=False,
+            n_resamples=200,
+            confidence_level=0.95,
+            method="percentile",
+            rng=np.random.default_rng(0),
+        )
+        assert bootstrap_interval(y, pred, macro_f1, n_resamples=200) == [
+            float(v) for v in one_by_one.confidence_interval
+        ]
+    assert bootstrap_interval([1, 1, 1], [1, 1, 1], macro_f1) is None
+    assert bootstrap_interval([1], [0], accuracy) is None
+
+
 def test_ece_on_a_hand_computed_case():
     # Bin (0.6, 0.667]: confidences 0.6, 0.6 (one right) -> |0.5 - 0.6| = 0.1, weight 2/4.
     # Bin (0.867, 0.933]: confidences 0.9, 0.9 (both right) -> |1.0 - 0.9| = 0.1, weight 2/4.

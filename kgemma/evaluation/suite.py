@@ -7,6 +7,7 @@ from scipy.special import softmax
 from kgemma.evaluation.calibration import apply_temperature
 from kgemma.evaluation.calibration import expected_calibration_error
 from kgemma.evaluation.calibration import reliability_bins
+from kgemma.evaluation.metrics import accuracy
 from kgemma.evaluation.metrics import bootstrap_interval
 from kgemma.evaluation.metrics import classification_metrics
 from kgemma.evaluation.metrics import macro_f1
@@ -45,13 +46,13 @@ def slice_metrics(labels, predicted, masks, overall_accuracy, baseline_predicted
         }
         if n:
             y, p = labels[mask], predicted[mask]
-            accuracy = float((y == p).mean())
+            slice_accuracy = float(accuracy(y, p))
             entry.update(
-                accuracy=accuracy,
-                accuracy_ci95=bootstrap_interval(y, p, lambda a, b: float((a == b).mean()), seed=seed),
+                accuracy=slice_accuracy,
+                accuracy_ci95=bootstrap_interval(y, p, accuracy, seed=seed),
                 macro_f1=float(macro_f1(y, p)),
                 macro_f1_ci95=bootstrap_interval(y, p, macro_f1, seed=seed),
-                gap_to_overall=accuracy - overall_accuracy,
+                gap_to_overall=slice_accuracy - overall_accuracy,
             )
             if baseline_predicted is not None:
                 entry["baseline_accuracy"] = float((y == baseline_predicted[mask]).mean())
