@@ -19,6 +19,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 # The whole suite on TensorFlow, then the core model tests (tiny backbones) on JAX and torch, through KERAS_BACKEND.
 CORE_TESTS := tests/test_lora.py tests/test_fused_blocks.py tests/test_pooling.py
+# Test worker processes (pytest-xdist), each taking whole files so that a file's shared
+# fixtures (a trained tiny run, the converted real model) are built once. Most of a tiny
+# test is single-threaded graph tracing, so two workers on two cores halve the wall time.
+WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
 
 # ruff's formatter and linter (configured in pyproject.toml); `make test` runs it first.
 lint: setup
@@ -26,13 +31,13 @@ lint: setup
 	$(BIN)/ruff check .
 
 test: setup lint
-	$(BIN)/python -m pytest -q
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(CORE_TESTS)
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -q $(CORE_TESTS)
+	$(PYTEST)
+	KERAS_BACKEND=jax $(PYTEST) $(CORE_TESTS)
+	KERAS_BACKEND=torch $(PYTEST) $(CORE_TESTS)
 
 # A developer's quick loop: tiny backbones only, no command-line runs, subprocesses or real model.
 test-fast: setup
-	$(BIN)/python -m pytest -q -x -m "not slow and not real"
+	$(PYTEST) -x -m "not slow and not real"
 
 # The main job: fine-tune the embedded Gemma 3 270M on a small real IMDB sample, then evaluate it.
 demo: setup

@@ -33,6 +33,7 @@ def test_cpu_flags_reads_the_flags_line(monkeypatch, tmp_path):
     assert dtypes.cpu_flags() == frozenset()
 
 
+@pytest.mark.slow  # runs kgemma-train
 def test_kgemma_train_defaults_to_auto_and_records_what_it_chose(monkeypatch, tiny_preset, data_file, tmp_path):
     from click.testing import CliRunner
 
