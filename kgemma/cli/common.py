@@ -4,8 +4,20 @@ import functools
 
 import click
 
+from kgemma.startup import VERBOSE_FLAG
+
 # Errors a user can fix from the message alone: shown as one line, exit code 1.
 USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError, FloatingPointError)
+
+
+# Read from the command line by kgemma.startup before the library loads; declared here
+# so that click accepts it and lists it in --help.
+verbose_option = click.option(
+    VERBOSE_FLAG,
+    is_flag=True,
+    expose_value=False,
+    help="Also show TensorFlow's start-up lines and its C++ info and warning logs, which kgemma's commands hide.",
+)
 
 
 def file_fields(text_field, label_field):

@@ -10,6 +10,7 @@ from kgemma.cli.common import distribution_options
 from kgemma.cli.common import file_fields
 from kgemma.cli.common import make_distribution
 from kgemma.cli.common import user_errors_as_messages
+from kgemma.cli.common import verbose_option
 from kgemma.model.dtypes import DTYPE_CHOICES
 
 EPILOG = """\b
@@ -252,6 +253,7 @@ def progress_printer(label):
     type=click.Path(exists=True, file_okay=False),
     help="A --shard output folder; give all N to merge their predictions into one report, exactly as one run would.",
 )
+@verbose_option
 @distribution_options
 @user_errors_as_messages
 def main(

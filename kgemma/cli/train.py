@@ -9,6 +9,7 @@ from kgemma.cli.common import distribution_options
 from kgemma.cli.common import file_fields
 from kgemma.cli.common import make_distribution
 from kgemma.cli.common import user_errors_as_messages
+from kgemma.cli.common import verbose_option
 from kgemma.model.dtypes import DTYPE_CHOICES
 from kgemma.model.lora import LORA_TARGETS
 from kgemma.model.pooling import POOLING_MODES
@@ -206,6 +207,7 @@ Examples:
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@verbose_option
 @distribution_options
 @user_errors_as_messages
 def main(
