@@ -102,9 +102,16 @@ def test_train_command_writes_every_output(tiny_preset, data_file, tmp_path):
             "3",
             "--price-per-hour",
             "1.5",
+            "--tensorboard",
+            str(tmp_path / "logs"),
         ),
     )
     assert result.exit_code == 0, result.output
+    steps = event_steps(tmp_path / "logs" / "train")
+    assert steps["batch_loss"] == steps["batch_learning_rate"] == steps["batch_reviews_per_s"] == list(range(1, 37))
+    assert steps["epoch_loss"] == steps["epoch_learning_rate"] == [0, 1]
+    validation = event_steps(tmp_path / "logs" / "validation")  # Keras drops the "val_" there.
+    assert validation["epoch_loss"] == validation["epoch_accuracy"] == [0, 1]
     for name in (
         "adapter.npz",
         "model.keras",
@@ -132,6 +139,67 @@ def test_train_command_writes_every_output(tiny_preset, data_file, tmp_path):
     again = CliRunner().invoke(train_main, cli_args(tiny_preset, data_file, out, "--epochs", "2"))
     assert again.exit_code == 1 and "pass --resume" in again.output
     assert (out / "adapter.npz").read_bytes() == before
+
+
+def event_steps(folder):
+    """`{tag: [steps]}` over the TensorBoard event files in `folder`."""
+    import tensorflow as tf
+
+    steps = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
+
+
+@pytest.mark.slow
+def test_fit_calls_keras_callbacks_and_stops_when_one_asks(make_classifier, review_rows, tmp_path):
+    from kgemma.data import Reviews
+    from kgemma.training import TensorBoard
+    from kgemma.training.trainer import fit
+
+    class Recorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def on_train_begin(self, logs=None):
+            self.calls.append(("train_begin", logs))
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.calls.append(("batch", batch, sorted(logs)))
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.calls.append(("epoch", epoch, sorted(logs)))
+            self.model.stop_training = epoch == 1  # Stop after the second of three epochs.
+
+    reviews = Reviews([r["text"] for r in review_rows[:24]], np.array([r["label"] for r in review_rows[:24]]))
+    config = TrainingConfig(epochs=3, batch_size=8, cache_prefix=False, checkpoint_every=1000)
+    recorder = Recorder()
+    history, progress = fit(
+        make_classifier(), reviews, reviews, config, tmp_path / "run", verbose=0, callbacks=[recorder]
+    )
+    batch_keys = ["accuracy", "learning_rate", "loss", "reviews_per_s"]
+    epoch_keys = ["accuracy", "loss", "val_accuracy", "val_loss"]
+    assert recorder.calls == [
+        ("train_begin", {"global_step": 0}),
+        *[("batch", b, batch_keys) for b in range(3)],
+        ("epoch", 0, epoch_keys),
+        *[("batch", b, batch_keys) for b in range(3)],
+        ("epoch", 1, epoch_keys),
+    ]
+    assert progress["finished"] and len(history.epochs) == 2
+
+    # kgemma's TensorBoard callback carries on a resumed run's step count.
+    board = TensorBoard(tmp_path / "logs")
+    board.set_model(recorder.model)
+    board.on_train_begin({"global_step": 7})
+    board.on_train_batch_begin(0)
+    board.on_train_batch_end(0, {"loss": 0.5})
+    board.on_train_end()
+    assert event_steps(tmp_path / "logs" / "train")["batch_loss"] == [8]
 
 
 @pytest.mark.slow
@@ -353,3 +421,11 @@ def test_keras_fit_on_texts_takes_the_same_steps_as_kgemma_training(make_classif
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a), atol=1e-6, err_msg=a.path
         )
+
+
+def test_tensorboard_without_its_package_says_what_to_install(monkeypatch):
+    from kgemma.training import TensorBoard
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # As if not installed.
+    with pytest.raises(ImportError, match=r"pip install 'kgemma\[tensorboard\]'"):
+        TensorBoard("logs")

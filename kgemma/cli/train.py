@@ -207,6 +207,13 @@ Examples:
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--tensorboard",
+    "tensorboard_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Write TensorBoard logs here: loss, accuracy, learning rate and reviews/s per step, validation per epoch.",
+)
 @verbose_option
 @distribution_options
 @user_errors_as_messages
@@ -220,6 +227,7 @@ def main(
     resume,
     save_keras,
     quiet,
+    tensorboard_dir,
     prefix_cache,
     recipe,
     distribution,
@@ -234,6 +242,7 @@ def main(
     query/value, AdamW 2e-4, 3 epochs, early stopping (patience 5), 90/10 split.
     """
     from kgemma.data import default_imdb_source
+    from kgemma.training import TensorBoard
     from kgemma.training import recipe_config
     from kgemma.training import run_training
 
@@ -257,6 +266,7 @@ def main(
         save_keras=save_keras,
         verbose=0 if quiet else 1,
         prefix_cache=prefix_cache,
+        callbacks=None if tensorboard_dir is None else [TensorBoard(tensorboard_dir)],
         distribution=make_distribution(distribution, devices, model_parallel, multi_worker, preset),
         **fields,
     )

@@ -1,5 +1,6 @@
 """Fine-tuning: the fine-tuning report's recipe as defaults, named recipes, resumable, with history and summary."""
 
+from kgemma.training.callbacks import TensorBoard
 from kgemma.training.config import TrainingConfig
 from kgemma.training.recipes import RECIPES
 from kgemma.training.recipes import recipe_config

@@ -112,6 +112,7 @@ def run_training(
     verbose=1,
     distribution=None,
     prefix_cache=None,
+    callbacks=None,
     **fields,
 ):
     """Fine-tune on IMDB (or a labelled file) and write the run's outputs.
@@ -119,7 +120,9 @@ def run_training(
     `distribution` is an optional plan from `kgemma.scaling.create_distribution`:
     the model is built in its scope and each step's batch split across replicas.
     `prefix_cache`: a folder that keeps the cached frozen prefix's states for
-    later runs over the same reviews (see `kgemma.training.fit`).
+    later runs over the same reviews (see `kgemma.training.fit`). `callbacks`:
+    `keras.callbacks.Callback`s for the training loop (`kgemma.training.fit` says
+    what they are told), such as `kgemma.training.TensorBoard`.
 
     Outputs in `output_dir`: `adapter.npz`, `model.keras` (if `save_keras`),
     `history.json`/`history_steps.csv`/`history_epochs.csv`, `learning_curve.png`,
@@ -167,6 +170,7 @@ def run_training(
         verbose=verbose,
         distribution=plan,
         prefix_cache=prefix_cache,
+        callbacks=callbacks,
     )
 
     classifier.save_adapter(run_dir / "adapter.npz")

@@ -24,6 +24,8 @@ from kgemma.training.prefix_cache import cache_key
 from kgemma.training.prefix_cache import cached_prefix_states
 
 CHECKPOINT = "checkpoint.npz"
+# What each step tells `fit`'s callbacks (the history records these and more).
+BATCH_LOGS = ("loss", "accuracy", "learning_rate", "reviews_per_s")
 
 
 def make_optimizer(config, total_steps):
@@ -190,7 +192,18 @@ def _fresh_progress():
     }
 
 
-def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1, distribution=None, prefix_cache=None):
+def fit(
+    classifier,
+    train,
+    validation,
+    config,
+    run_dir,
+    resume=False,
+    verbose=1,
+    distribution=None,
+    prefix_cache=None,
+    callbacks=None,
+):
     """Fine-tune `classifier` on `train` (`Reviews`), validating on `validation`.
 
     With a `distribution` plan (`kgemma.scaling.create_distribution`; the classifier
@@ -206,6 +219,14 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
     are kept there, memory-mapped, and reused by later runs over the same reviews
     (`kgemma.training.prefix_cache`). The training time still counts the prefix
     pass, as long as it took when the entry was made.
+
+    `callbacks`: `keras.callbacks.Callback`s, called as Keras's `fit` calls them, on
+    the model that trains (the classifier, or its upper stack with a cached prefix).
+    Batch logs hold `loss`, `accuracy` (the step's), `learning_rate` and
+    `reviews_per_s`; epoch logs the epoch's `loss`, `accuracy`, `val_loss` and
+    `val_accuracy`. `on_train_begin` gets `global_step` (more than 0 when resuming).
+    A callback that sets `model.stop_training` ends the run after that epoch's
+    validation, as in Keras's `fit`.
 
     Returns:
         `(history, progress)`.
@@ -237,6 +258,9 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
     if cached:
         # Training time includes the prefix pass, so reviews/s stay comparable.
         progress["train_seconds"] += prefix_seconds
+    callbacks = keras.callbacks.CallbackList(callbacks, model=model, epochs=config.epochs, steps=steps_per_epoch)
+    model.stop_training = False
+    callbacks.on_train_begin({"global_step": progress["global_step"]})
 
     def checkpoint():
         # History first: a run killed between the two writes resumes from the older
@@ -247,11 +271,16 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
 
     while not progress["finished"] and progress["epoch"] < config.epochs:
         epoch_start = time.perf_counter()
-        _train_epoch(model, plan, train, features, states, config, progress, history, checkpoint, verbose)
+        callbacks.on_epoch_begin(progress["epoch"])
+        _train_epoch(model, plan, train, features, states, config, progress, history, checkpoint, verbose, callbacks)
         val_logits = predict_logits(model, val_features, config.batch_size, val_states, plan)
         best_weights = _end_epoch(
             model, validation, val_logits, config, progress, history, best_weights, epoch_start, verbose
         )
+        epoch_logs = {k: history.epochs[-1][k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        callbacks.on_epoch_end(history.epochs[-1]["epoch"], epoch_logs)
+        if model.stop_training:
+            progress["finished"] = True
         checkpoint()
 
     if best_weights is not None:
@@ -259,6 +288,7 @@ def fit(classifier, train, validation, config, run_dir, resume=False, verbose=1,
             variable.assign(value)
     progress["finished"] = True
     checkpoint()
+    callbacks.on_train_end({"global_step": progress["global_step"]})
     return history, progress
 
 
@@ -280,10 +310,11 @@ def _prefix_pass(classifier, features, val_features, config, plan, verbose, pref
     return states, val_states, seconds
 
 
-def _train_epoch(model, plan, train, features, states, config, progress, history, checkpoint, verbose):
+def _train_epoch(model, plan, train, features, states, config, progress, history, checkpoint, verbose, callbacks):
     """The steps of epoch `progress["epoch"]` from `progress["step"]` on (all of
-    them, unless resuming), each recorded in `history`, checkpointed every
-    `config.checkpoint_every` steps."""
+    them, unless resuming, or until a callback stops training), each recorded in
+    `history` and passed to `callbacks`, checkpointed every `config.checkpoint_every`
+    steps."""
     epoch = progress["epoch"]
     lengths = features["padding_mask"].sum(axis=1)
     limit = features["token_ids"].shape[1]
@@ -295,6 +326,7 @@ def _train_epoch(model, plan, train, features, states, config, progress, history
     for step in range(progress["step"], len(batches)):
         rows, width = batches[step]
         x = model_inputs(features, rows, width, states)
+        callbacks.on_train_batch_begin(step)
         started = time.perf_counter()
         # keras.Model's own train step (the batch is already preprocessed), split across replicas.
         logs = plan.train_on_batch(model, x, train.labels[rows])
@@ -321,8 +353,11 @@ def _train_epoch(model, plan, train, features, states, config, progress, history
                 ("reviews/s", record["reviews_per_s"]),
             ],
         )
+        callbacks.on_train_batch_end(step, {k: record[k] for k in BATCH_LOGS})
         if progress["global_step"] % config.checkpoint_every == 0:
             checkpoint()
+        if model.stop_training:
+            break
 
 
 def _end_epoch(model, validation, val_logits, config, progress, history, best_weights, started, verbose):
