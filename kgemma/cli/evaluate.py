@@ -8,6 +8,7 @@ import click
 
 from kgemma.cli.common import distribution_options
 from kgemma.cli.common import file_fields
+from kgemma.cli.common import load_classifier
 from kgemma.cli.common import make_distribution
 from kgemma.cli.common import user_errors_as_messages
 from kgemma.cli.common import verbose_option
@@ -25,32 +26,6 @@ Examples:
   kgemma-eval --data ../shared/data/imdb --merge eval/shard0 --merge eval/shard1 \\
       --merge eval/shard2 --merge eval/shard3 --output eval
 """
-
-
-def load_classifier(model_path, adapter_path, preset, dtype=None, frozen_int8=None):
-    """A classifier from a `.keras` file or an adapter (on its base preset); `frozen_int8`
-    (`None`: as saved) as `GemmaSentimentClassifier` takes it."""
-    import keras
-
-    from kgemma import GemmaSentimentClassifier
-    from kgemma.model.frozen_prefix import check_int8
-
-    if bool(model_path) == bool(adapter_path):
-        raise click.UsageError("Pass exactly one of --model or --adapter.")
-    if adapter_path:
-        given = {} if frozen_int8 is None else {"frozen_int8": frozen_int8}
-        return GemmaSentimentClassifier.from_adapter(adapter_path, preset=preset, dtype=dtype, **given)
-    try:
-        model = keras.saving.load_model(model_path)
-    except Exception as e:
-        raise ValueError(
-            f"Could not load the model {model_path}: corrupt or not a kgemma .keras file ({type(e).__name__})."
-        ) from e
-    if not isinstance(model, GemmaSentimentClassifier):
-        raise ValueError(f"{model_path} holds a {type(model).__name__}, not a GemmaSentimentClassifier.")
-    if frozen_int8 is not None:
-        model.frozen_int8 = check_int8(frozen_int8, model.backbone)
-    return model
 
 
 def adapter_base(adapter_path):

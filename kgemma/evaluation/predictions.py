@@ -15,7 +15,8 @@ from kgemma.files import read_json
 from kgemma.files import save_text_atomically
 
 
-def _fingerprint(text):
+def text_sha1(text):
+    """A short SHA-1 of a text: what ties a saved prediction to its input."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
@@ -33,7 +34,7 @@ def _read_done(path, reviews):
                 break  # Killed mid-write: score that row again.
             raise ValueError(f"{path}, line {number + 1} is corrupt; delete the file to start over.") from None
         i = row["index"]
-        if i != len(done) or i >= len(reviews) or row["sha1"] != _fingerprint(reviews.texts[i]):
+        if i != len(done) or i >= len(reviews) or row["sha1"] != text_sha1(reviews.texts[i]):
             raise ValueError(
                 f"{path} holds predictions for other data (row {i} differs); delete it or choose another output folder."
             )
@@ -97,7 +98,7 @@ def stream_predictions(path, reviews, score, chunk_size=64, on_progress=None, mo
                 row = {
                     "index": i,
                     "id": reviews.ids[i],
-                    "sha1": _fingerprint(reviews.texts[i]),
+                    "sha1": text_sha1(reviews.texts[i]),
                     "label": int(reviews.labels[i]),
                     "logits": [float(v) for v in row_logits],
                     "n_tokens": int(count),
