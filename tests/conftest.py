@@ -181,3 +181,27 @@ def to_numpy(x):
     """A backend tensor as numpy, on every Keras backend (torch refuses np.asarray on
     a tensor that requires grad), bfloat16 kept as ml_dtypes' bfloat16."""
     return keras.ops.convert_to_numpy(x)
+
+
+def serve_in_plain_tensorflow(saved_model, texts):
+    """Probabilities from a raw-text SavedModel, in a fresh process that imports TensorFlow
+    and TensorFlow Text (its SentencePiece op) and neither kgemma nor Keras itself."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "import tensorflow as tf\n"
+        "import tensorflow_text  # noqa: F401\n"
+        "assert 'kgemma' not in sys.modules\n"
+        # Held in a name: a loaded object collected mid-call takes its variables with it.
+        f"model = tf.saved_model.load({str(saved_model)!r})\n"
+        "out = model.serve(tf.constant(json.loads(sys.stdin.read())))\n"
+        "print(json.dumps(out.numpy().tolist()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], input=json.dumps(texts), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

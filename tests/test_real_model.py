@@ -8,6 +8,7 @@ from kgemma import GemmaSentimentClassifier
 from kgemma.data import load_imdb
 from kgemma.data import stratified_sample
 from tests.conftest import randomize_head
+from tests.conftest import serve_in_plain_tensorflow
 
 pytestmark = pytest.mark.real
 
@@ -88,3 +89,13 @@ def test_fused_blocks_score_real_reviews_as_keras_hub_does(classifier, reviews):
     fused = classifier.scoring_model().predict_on_batch(features)
     plain = keras.Model.predict_on_batch(classifier, features)
     np.testing.assert_allclose(fused, np.asarray(plain), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_real_model_exported_serves_raw_text_in_plain_tensorflow(classifier, reviews, tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a raw-text SavedModel is written from the TensorFlow backend")
+    randomize_head(classifier)
+    classifier.export(tmp_path / "served", verbose=False)
+    served = serve_in_plain_tensorflow(tmp_path / "served", list(reviews.texts))
+    np.testing.assert_allclose(served, classifier.predict_proba(reviews.texts), atol=1e-4)

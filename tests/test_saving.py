@@ -2,6 +2,9 @@ import keras
 import numpy as np
 import pytest
 
+from tests.conftest import randomize_head
+from tests.conftest import serve_in_plain_tensorflow
+
 REVIEWS = ["A wonderful, moving film.", "Two hours I will never get back.", "Loved the music."]
 
 
@@ -188,3 +191,15 @@ def test_presets_lists_what_from_preset_loads():
     assert list(presets)[0] == "gemma3_270m_gguf"
     assert {"gemma_2b_en", "gemma3_1b", "gemma3_270m"} <= set(presets)
     assert not any(name.startswith("bert") for name in presets)
+
+
+@pytest.mark.slow
+def test_an_exported_saved_model_serves_raw_text_as_predict_proba_does(make_classifier, tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a raw-text SavedModel is written from the TensorFlow backend")
+    clf = randomize_head(make_classifier(kind="gemma3"))
+    clf.temperature = 1.7
+    texts = ["A wonderful film.", "Dull <br /> and long, far too long. " * 6, "Not bad at all."]
+    clf.export(tmp_path / "served", verbose=False)
+    served = serve_in_plain_tensorflow(tmp_path / "served", texts)
+    np.testing.assert_allclose(served, clf.predict_proba(texts), atol=1e-4)

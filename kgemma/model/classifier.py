@@ -22,6 +22,7 @@ from kgemma.model.backbones import load_backbone
 from kgemma.model.batching import predict_rows
 from kgemma.model.batching import review_batches
 from kgemma.model.dtypes import resolve_dtype
+from kgemma.model.export import export_text_model
 from kgemma.model.frozen_prefix import ClassifierForward
 from kgemma.model.frozen_prefix import FrozenPrefix
 from kgemma.model.frozen_prefix import UpperStack
@@ -343,6 +344,25 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
         return super().save(filepath, *args, **kwargs)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Export for serving. A TensorFlow SavedModel (the default) serves raw text:
+        its `serve` endpoint takes a batch of strings and returns class probabilities,
+        tokenizer included (`kgemma.model.export.export_text_model`; TensorFlow
+        backend). Other formats, or an `input_signature`, go to Keras's `export`, on
+        token ids and padding mask.
+
+        Example:
+        ```python
+        clf.export("sentiment_savedmodel")
+        # Elsewhere, with TensorFlow and TensorFlow Text only:
+        import tensorflow as tf, tensorflow_text
+        tf.saved_model.load("sentiment_savedmodel").serve(tf.constant(["A wonderful film."]))
+        ```
+        """
+        if format == "tf_saved_model" and input_signature is None and not kwargs:
+            return export_text_model(self, filepath, verbose=True if verbose is None else verbose)
+        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
 
     def compile_from_config(self, config):
         # Keras skips this for models that override `compile`; ours only changes a default.

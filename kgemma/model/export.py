@@ -1,0 +1,48 @@
+"""A TensorFlow SavedModel that serves raw text: tokenizer, model and probabilities in one graph.
+
+Keras's `Model.export` serves a model's own inputs, here token ids and a padding mask,
+so every client would need Gemma's tokenizer and kgemma's clean-up and truncation.
+`export_text_model` writes one `serve` endpoint from a batch of strings to class
+probabilities instead, built with Keras's own `ExportArchive`.
+"""
+
+import keras
+
+SERVE_ENDPOINT = "serve"
+
+
+def export_text_model(classifier, filepath, verbose=True):
+    """Write `classifier` as a SavedModel whose `serve(texts)` takes a `tf.string` batch
+    of raw reviews and returns float32 class probabilities, `(batch, num_classes)`, as
+    `predict_proba` computes them (clean-up, truncation, temperature included).
+
+    Loading it needs TensorFlow and TensorFlow Text (for the SentencePiece op), not
+    kgemma or Keras: `import tensorflow_text; tf.saved_model.load(path).serve(...)`.
+    TensorFlow backend only. Empty texts are not refused there, as `predict_proba`
+    refuses them; they score as `<bos>` alone.
+    """
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "A raw-text SavedModel is written from Keras's TensorFlow backend (KERAS_BACKEND=tensorflow); "
+            f"this is {keras.backend.backend()}. Save an adapter here and export it there."
+        )
+    if classifier.preprocessor is None:
+        raise ValueError("Exporting a raw-text SavedModel needs a preprocessor; this classifier has none.")
+    temperature = float(classifier.temperature)
+    probabilities_out = classifier.activation == keras.activations.softmax
+
+    def serve(texts):
+        outputs = tf.cast(classifier(classifier.preprocessor(texts), training=False), "float32")
+        return outputs if probabilities_out else tf.nn.softmax(outputs / temperature, axis=-1)
+
+    for layer in (classifier.preprocessor, classifier):
+        if not layer.built:  # Keras exports built layers only; a first call builds them.
+            layer.build(None)
+    archive = keras.export.ExportArchive()
+    archive.track(classifier)
+    # The tokenizer's SentencePiece model is a resource of the preprocessor, not of the task's call.
+    archive.track(classifier.preprocessor)
+    archive.add_endpoint(SERVE_ENDPOINT, serve, input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
+    archive.write_out(str(filepath), verbose=verbose)
