@@ -203,3 +203,9 @@ def test_an_exported_saved_model_serves_raw_text_as_predict_proba_does(make_clas
     clf.export(tmp_path / "served", verbose=False)
     served = serve_in_plain_tensorflow(tmp_path / "served", texts)
     np.testing.assert_allclose(served, clf.predict_proba(texts), atol=1e-4)
+    # Each weight is stored once (Keras's own export stores every one twice).
+    import tensorflow as tf
+
+    shapes = tf.train.load_checkpoint(str(tmp_path / "served" / "variables" / "variables")).get_variable_to_shape_map()
+    embedding = list(clf.backbone.token_embedding.embeddings.shape)
+    assert [shape for shape in shapes.values() if shape == embedding] == [embedding]

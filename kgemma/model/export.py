@@ -41,8 +41,11 @@ def export_text_model(classifier, filepath, verbose=True):
         if not layer.built:  # Keras exports built layers only; a first call builds them.
             layer.build(None)
     archive = keras.export.ExportArchive()
-    archive.track(classifier)
-    # The tokenizer's SentencePiece model is a resource of the preprocessor, not of the task's call.
+    # The endpoint's variables are tracked by `add_endpoint` itself. `track(classifier)` would
+    # list each of them a second time, and the SavedModel would store every weight twice (as
+    # Keras 3.15's own `Model.export` does with TensorFlow 2.21: 1.09 GB instead of 0.54 GB for
+    # the 270M model in bfloat16). The preprocessor is tracked for its tokenizer's SentencePiece
+    # model, a resource that is not a variable.
     archive.track(classifier.preprocessor)
     archive.add_endpoint(SERVE_ENDPOINT, serve, input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
     archive.write_out(str(filepath), verbose=verbose)
