@@ -34,7 +34,10 @@ def export_text_model(classifier, filepath, verbose=True):
     probabilities_out = classifier.activation == keras.activations.softmax
 
     def serve(texts):
-        outputs = tf.cast(classifier(classifier.preprocessor(texts), training=False), "float32")
+        # The scoring model: the function and weights predict_proba runs (fused Gemma 3 blocks).
+        outputs = tf.cast(
+            classifier.scoring_model(int8=False)(classifier.preprocessor(texts), training=False), "float32"
+        )
         return outputs if probabilities_out else tf.nn.softmax(outputs / temperature, axis=-1)
 
     for layer in (classifier.preprocessor, classifier):
