@@ -183,9 +183,9 @@ def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
-def serve_in_plain_tensorflow(saved_model, texts):
-    """Probabilities from a raw-text SavedModel, in a fresh process that imports TensorFlow
-    and TensorFlow Text (its SentencePiece op) and neither kgemma nor Keras itself."""
+def serve_in_plain_tensorflow(saved_model, *batches):
+    """Probabilities for each batch of texts from a raw-text SavedModel, in a fresh process
+    that imports TensorFlow and TensorFlow Text (its SentencePiece op), not kgemma."""
     import json
     import subprocess
     import sys
@@ -197,11 +197,11 @@ def serve_in_plain_tensorflow(saved_model, texts):
         "assert 'kgemma' not in sys.modules\n"
         # Held in a name: a loaded object collected mid-call takes its variables with it.
         f"model = tf.saved_model.load({str(saved_model)!r})\n"
-        "out = model.serve(tf.constant(json.loads(sys.stdin.read())))\n"
-        "print(json.dumps(out.numpy().tolist()))\n"
+        "outs = [model.serve(tf.constant(texts)).numpy().tolist() for texts in json.loads(sys.stdin.read())]\n"
+        "print(json.dumps(outs))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], input=json.dumps(texts), capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", script], input=json.dumps(batches), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

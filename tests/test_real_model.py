@@ -97,5 +97,5 @@ def test_the_real_model_exported_serves_raw_text_in_plain_tensorflow(classifier,
         pytest.skip("a raw-text SavedModel is written from the TensorFlow backend")
     randomize_head(classifier)
     classifier.export(tmp_path / "served", verbose=False)
-    served = serve_in_plain_tensorflow(tmp_path / "served", list(reviews.texts))
+    (served,) = serve_in_plain_tensorflow(tmp_path / "served", list(reviews.texts))
     np.testing.assert_allclose(served, classifier.predict_proba(reviews.texts), atol=1e-4)

@@ -201,8 +201,10 @@ def test_an_exported_saved_model_serves_raw_text_as_predict_proba_does(make_clas
     clf.temperature = 1.7
     texts = ["A wonderful film.", "Dull <br /> and long, far too long. " * 6, "Not bad at all."]
     clf.export(tmp_path / "served", verbose=False)
-    served = serve_in_plain_tensorflow(tmp_path / "served", texts)
+    # A batch with a review longer than the sequence, and a short one (trimmed to 16 tokens).
+    served, short = serve_in_plain_tensorflow(tmp_path / "served", texts, texts[:1])
     np.testing.assert_allclose(served, clf.predict_proba(texts), atol=1e-4)
+    np.testing.assert_allclose(short, clf.predict_proba(texts[:1]), atol=1e-6)
     # Each weight is stored once (Keras's own export stores every one twice).
     import tensorflow as tf
 

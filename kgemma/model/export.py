@@ -8,6 +8,8 @@ probabilities instead, built with Keras's own `ExportArchive`.
 
 import keras
 
+from kgemma.model.batching import WIDTH_STEP
+
 SERVE_ENDPOINT = "serve"
 
 
@@ -34,10 +36,14 @@ def export_text_model(classifier, filepath, verbose=True):
     probabilities_out = classifier.activation == keras.activations.softmax
 
     def serve(texts):
+        features = classifier.preprocessor(texts)
+        # Trimmed to the batch's longest review rounded up to WIDTH_STEP tokens, as
+        # predict_proba trims its batches (`padded_width`): short texts cost little.
+        longest = tf.reduce_max(tf.reduce_sum(tf.cast(features["padding_mask"], "int32"), axis=1))
+        width = tf.minimum(-(-longest // WIDTH_STEP) * WIDTH_STEP, tf.shape(features["token_ids"])[1])
+        features = {name: value[:, :width] for name, value in features.items()}
         # The scoring model: the function and weights predict_proba runs (fused Gemma 3 blocks).
-        outputs = tf.cast(
-            classifier.scoring_model(int8=False)(classifier.preprocessor(texts), training=False), "float32"
-        )
+        outputs = tf.cast(classifier.scoring_model(int8=False)(features, training=False), "float32")
         return outputs if probabilities_out else tf.nn.softmax(outputs / temperature, axis=-1)
 
     for layer in (classifier.preprocessor, classifier):
