@@ -99,3 +99,11 @@ def test_the_real_model_exported_serves_raw_text_in_plain_tensorflow(classifier,
     classifier.export(tmp_path / "served", verbose=False)
     (served,) = serve_in_plain_tensorflow(tmp_path / "served", list(reviews.texts))
     np.testing.assert_allclose(served, classifier.predict_proba(reviews.texts), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_integrated_gradients_are_complete_on_the_real_model(classifier, reviews):
+    randomize_head(classifier)
+    (result,) = classifier.explain(reviews.texts[:1])  # The default steps.
+    assert result["completeness"] == pytest.approx(1.0, abs=0.05), result["completeness"]
+    assert len(result["tokens"]) == len(result["scores"]) == 127  # A review cut to 128 tokens, <bos> aside.

@@ -22,6 +22,8 @@ from kgemma.model.backbones import load_backbone
 from kgemma.model.batching import predict_rows
 from kgemma.model.batching import review_batches
 from kgemma.model.dtypes import resolve_dtype
+from kgemma.model.explain import DEFAULT_STEPS
+from kgemma.model.explain import explain as explain_texts
 from kgemma.model.export import export_text_model
 from kgemma.model.frozen_prefix import ClassifierForward
 from kgemma.model.frozen_prefix import FrozenPrefix
@@ -462,6 +464,34 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             model.jit_compile = self.jit_compile
             self._kgemma_scoring[key] = model
         return self._kgemma_scoring[key]
+
+    def explain(self, texts, method="integrated_gradients", steps=DEFAULT_STEPS, target=None, batch_size=8):
+        """Which words decided each review: per review its tokens, one score per token
+        for `target` (default: the predicted class; a label name or index), the target's
+        probability and the method's own check figure.
+
+        Args:
+            texts: a string or a list of strings.
+            method: `"integrated_gradients"` (over the input embeddings, from the zero
+                embedding; attributions in float32, the check is `completeness`: their
+                sum over `F(x) - F(baseline)`) or `"occlusion"` (each word left out in
+                turn; its score is the target probability's fall).
+            steps: integration steps for integrated gradients (1 to 1024; 128 by
+                default, where the real model's attributions sum to within 5%).
+            target: the class to explain.
+            batch_size: rows per forward pass.
+
+        Returns a list of dicts (`kgemma.model.explain.explain` lists the keys).
+
+        Example:
+        ```python
+        result = clf.explain(["Oh great, another sequel. Yeah right."])[0]
+        top = sorted(zip(result["scores"], result["tokens"]), reverse=True)[:3]
+        ```
+        """
+        if self.preprocessor is None:
+            raise ValueError("explain needs a preprocessor; this classifier has none.")
+        return explain_texts(self, texts, method=method, steps=steps, target=target, batch_size=batch_size)
 
     def classify(self, texts, batch_size=8):
         """Label name and probability of the predicted class for each text."""

@@ -1,0 +1,197 @@
+"""Which words decided a review: integrated gradients and occlusion.
+
+Integrated gradients (Sundararajan, Taly and Yan, 2017) attribute the target class's
+logit to the input embeddings: `(x - baseline) * mean over a in (0, 1] of dF/dx at
+baseline + a (x - baseline)`, summed over each token's embedding. The baseline is the
+review with every token after `<bos>` replaced by the padding token: a review of the
+same length with nothing in it. (The zero embedding, the other common choice, sits on
+the RMS norms' singularity: near it the first norm's output jumps from 0 to full scale
+within a few thousandths of the path, which a 32-step integral misses; on a tiny Gemma 3
+the attributions then summed to -0.2 of the logit difference.) The attributions sum to
+`F(x) - F(baseline)` when the path integral is exact; how close they come
+(`completeness`) is the method's own check figure. The gradient runs through
+`classifier.upper_stack(depth=0)`: the whole model from the embeddings on, fused blocks
+and LoRA branches included.
+
+Occlusion drops one word at a time and scores the review again: a word's score is how
+much the target class's probability falls without it.
+"""
+
+import re
+
+import keras
+import numpy as np
+
+from kgemma.model.frozen_prefix import embed_tokens
+from kgemma.model.text import check_not_empty
+from kgemma.model.text import check_texts
+
+METHODS = ("integrated_gradients", "occlusion")
+# Integration steps: on the embedded Gemma 3 270M (a review at 128 tokens) 32 steps gave
+# completeness 0.70, 64 gave 1.21 and 128 gave 0.955, within the 5% the issue asks for.
+DEFAULT_STEPS = 128
+MAX_STEPS = 1024
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+_SPACE = "\u2581"  # SentencePiece's word-start mark.
+
+
+def explain(classifier, texts, method="integrated_gradients", steps=DEFAULT_STEPS, target=None, batch_size=8):
+    """Per review: its tokens (or words, for occlusion), one score each for `target`
+    (default: the predicted class), the target's probability and the method's check.
+
+    Returns a list of dicts: `text`, `tokens` (text pieces that join into the review as
+    the model read it: cleaned and truncated), `scores` (floats, positive for evidence
+    for the target), `target` (label name), `probability` (the target's), `method`, and
+    for integrated gradients `completeness` (the scores' sum over `F(x) - F(baseline)`;
+    1 when exact) and `logit_delta` (`F(x) - F(baseline)`, the target logit's).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
+    if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}.")
+    texts = check_texts(texts)
+    features = classifier.preprocessor(texts)
+    token_ids, mask = np.asarray(features["token_ids"]), np.asarray(features["padding_mask"])
+    check_not_empty(texts, mask.sum(axis=1) - 1)
+    probabilities = classifier.predict_proba(texts, batch_size=batch_size)
+    names = list(classifier.preprocessor.label_names)
+    targets = [_target_index(target, names, p) for p in probabilities]
+    results = []
+    for i, text in enumerate(texts):
+        ids = token_ids[i, : int(mask[i].sum())]
+        result = {"text": text, "target": names[targets[i]], "probability": float(probabilities[i, targets[i]])}
+        if method == "integrated_gradients":
+            scores, delta = _integrated_gradients(classifier, ids, targets[i], steps, batch_size)
+            result.update(
+                tokens=token_pieces(classifier.preprocessor.tokenizer, ids[1:]),
+                scores=[float(s) for s in scores[1:]],
+                completeness=float(scores.sum() / delta) if delta else None,
+                logit_delta=float(delta),
+            )
+        else:
+            words, scores = _occlusion(classifier, ids, targets[i], result["probability"], batch_size)
+            result.update(tokens=words, scores=scores)
+        results.append({**result, "method": method})
+    return results
+
+
+def _target_index(target, names, probabilities):
+    if target is None:
+        return int(np.argmax(probabilities))
+    if isinstance(target, str) and target in names:
+        return names.index(target)
+    if isinstance(target, (int, np.integer)) and 0 <= target < len(names):
+        return int(target)
+    raise ValueError(f"target must be a class index or one of {names}, got {target!r}.")
+
+
+def token_pieces(tokenizer, ids):
+    """The text of each token id: SentencePiece pieces with their word-start mark as a
+    space, byte-fallback tokens decoded (a multi-byte character goes to its last byte)."""
+    pieces, pending = [], b""
+    for token_id in ids:
+        piece = tokenizer.id_to_token(int(token_id))
+        byte = _BYTE_PIECE.match(piece)
+        if byte:
+            pending += bytes([int(byte.group(1), 16)])
+            try:
+                pieces.append(pending.decode("utf-8"))
+                pending = b""
+            except UnicodeDecodeError:
+                pieces.append("")  # An incomplete character: shown with its last byte.
+            continue
+        pieces.append(piece.replace(_SPACE, " "))
+    if pieces and pieces[0].startswith(" ") and _adds_dummy_prefix(tokenizer):
+        # SentencePiece's dummy prefix: a word-start mark before the first word, not in the text.
+        pieces[0] = pieces[0][1:]
+    return pieces
+
+
+def _adds_dummy_prefix(tokenizer):
+    """Whether the tokenizer marks a text's first word as a word start."""
+    return tokenizer.id_to_token(int(np.asarray(tokenizer("a"))[0])).startswith(_SPACE)
+
+
+def _integrated_gradients(classifier, ids, target, steps, batch_size):
+    """Per-token attributions (float32, `<bos>` first) and `F(x) - F(baseline)`."""
+    upper = classifier.upper_stack(depth=0)
+    pad = classifier.preprocessor.tokenizer.pad_token_id
+    baseline_ids = np.concatenate([ids[:1], np.full(len(ids) - 1, pad, dtype=ids.dtype)])
+    x, baseline = (
+        keras.ops.convert_to_numpy(embed_tokens(classifier.backbone, row[None, :])).astype("float32")[0]
+        for row in (ids, baseline_ids)
+    )
+    mask = np.ones((1, len(ids)), dtype="int32")
+    alphas = (np.arange(steps, dtype="float32") + 0.5) / steps  # Midpoints of the steps.
+    gradients = _gradient_function(upper, target)
+    gradient_sum = np.zeros_like(x)
+    for start in range(0, steps, batch_size):
+        chunk = alphas[start : start + batch_size]
+        path = baseline[None] + chunk[:, None, None] * (x - baseline)[None]
+        gradient_sum += gradients(path, np.repeat(mask, len(chunk), axis=0)).sum(axis=0)
+    attributions = ((x - baseline) * gradient_sum / steps).sum(axis=-1)
+    logits = _target_logits(upper, np.stack([baseline, x]), np.repeat(mask, 2, axis=0), target)
+    return attributions, float(logits[1] - logits[0])
+
+
+def _logits(upper, hidden, mask):
+    outputs = upper({"hidden_states": keras.ops.cast(hidden, upper.compute_dtype), "padding_mask": mask})
+    return keras.ops.cast(outputs, "float32")
+
+
+def _target_logits(upper, hidden, mask, target):
+    return keras.ops.convert_to_numpy(_logits(upper, keras.ops.convert_to_tensor(hidden), mask))[:, target]
+
+
+def _gradient_function(upper, target):
+    """`(hidden, mask) -> d logit[target] / d hidden` per row, float32 numpy, on any Keras
+    backend. On TensorFlow a `tf.function`: 128 steps of a 128-token review through the
+    real model took 69 s with it, 107 s eager (tracing included; 2 cores)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(autograph=False, reduce_retracing=True)
+        def gradients(hidden, mask):
+            with tf.GradientTape() as tape:
+                tape.watch(hidden)
+                total = tf.reduce_sum(_logits(upper, hidden, mask)[:, target])
+            return tape.gradient(total, hidden)
+
+        return lambda hidden, mask: gradients(tf.constant(hidden), tf.constant(mask)).numpy()
+    if backend == "torch":
+        import torch
+
+        def torch_gradients(hidden, mask):
+            hidden = keras.ops.convert_to_tensor(hidden).detach().requires_grad_(True)
+            (gradient,) = torch.autograd.grad(_logits(upper, hidden, mask)[:, target].sum(), hidden)
+            return gradient.detach().cpu().numpy()
+
+        return torch_gradients
+    if backend == "jax":
+        import jax
+
+        return lambda hidden, mask: np.asarray(jax.grad(lambda h: _logits(upper, h, mask)[:, target].sum())(hidden))
+    raise ValueError(f"Integrated gradients need the TensorFlow, JAX or torch backend, not {backend}.")
+
+
+def _occlusion(classifier, ids, target, probability, batch_size):
+    """Words (pieces grouped at word starts) and, per word, the target probability's
+    fall when the word's tokens are left out."""
+    pieces = token_pieces(classifier.preprocessor.tokenizer, ids[1:])
+    starts = [i for i, piece in enumerate(pieces) if i == 0 or piece.startswith(" ")]
+    spans = list(zip(starts, starts[1:] + [len(pieces)]))
+    words = ["".join(pieces[a:b]) for a, b in spans]
+    # Each occluded review: <bos> and every token outside the word, as token ids.
+    rows = [np.concatenate([ids[:1], ids[1:][:a], ids[1:][b:]]) for a, b in spans]
+    width = len(ids)
+    token_ids = np.zeros((len(rows), width), dtype=ids.dtype)
+    padding_mask = np.zeros((len(rows), width), dtype="int32")
+    for j, row in enumerate(rows):
+        token_ids[j, : len(row)], padding_mask[j, : len(row)] = row, 1
+    logits = classifier.logits_for_features({"token_ids": token_ids, "padding_mask": padding_mask}, batch_size)
+    if classifier.activation == keras.activations.softmax:
+        probabilities = logits
+    else:
+        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits / classifier.temperature, axis=-1))
+    return words, [float(probability - p[target]) for p in probabilities]

@@ -1,0 +1,52 @@
+"""Explanations (issue 15): integrated gradients and occlusion on tiny backbones, on every backend."""
+
+import numpy as np
+import pytest
+
+from kgemma.data.text import clean_text
+from tests.conftest import randomize_head
+
+TEXTS = ["A wonderful, moving film with great acting.", "The plot was dull <br /> and the acting terrible."]
+
+
+@pytest.fixture
+def classifier(make_classifier):
+    return randomize_head(make_classifier(kind="gemma3", sequence_length=64))
+
+
+def test_integrated_gradients_are_complete_and_read_back_as_the_review(classifier):
+    results = classifier.explain(TEXTS)
+    probabilities = classifier.predict_proba(TEXTS)
+    for text, result, p in zip(TEXTS, results, probabilities):
+        assert "".join(result["tokens"]) == clean_text(text)
+        assert len(result["scores"]) == len(result["tokens"]) and np.isfinite(result["scores"]).all()
+        assert result["target"] == ["negative", "positive"][int(p.argmax())]
+        assert result["probability"] == pytest.approx(p.max(), abs=1e-5)
+        assert abs(result["logit_delta"]) > 1e-3
+        assert result["completeness"] == pytest.approx(1.0, abs=0.05)  # Within 5% at the default steps.
+    other = classifier.explain(TEXTS[0], target="negative", steps=8)[0]
+    assert other["target"] == "negative" and other["probability"] == pytest.approx(probabilities[0, 0], abs=1e-5)
+
+
+def test_occlusion_scores_each_word_by_the_probability_it_holds(classifier):
+    (result,) = classifier.explain(TEXTS[:1], method="occlusion")
+    assert "".join(result["tokens"]) == TEXTS[0]
+    assert result["tokens"][:2] == ["A", " wonderful,"]
+    without_second = classifier.predict_proba(["A moving film with great acting."])
+    target = ["negative", "positive"].index(result["target"])
+    assert result["scores"][1] == pytest.approx(result["probability"] - without_second[0, target], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"method": "shap"}, "method must be one of"),
+        ({"steps": 0}, "steps must be an integer from 1 to 1024"),
+        ({"target": "neutral"}, "target must be a class index or one of"),
+    ],
+)
+def test_bad_requests_are_refused_by_name(classifier, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        classifier.explain(TEXTS, **kwargs)
+    with pytest.raises(ValueError, match="Every text in the batch is empty"):
+        classifier.explain(["   "])
