@@ -14,7 +14,7 @@ def classifier(make_classifier):
     return randomize_head(make_classifier(kind="gemma3", sequence_length=64))
 
 
-def test_integrated_gradients_are_complete_and_read_back_as_the_review(classifier):
+def test_integrated_gradients_are_complete_and_read_back_as_the_review(classifier, make_classifier):
     results = classifier.explain(TEXTS)
     probabilities = classifier.predict_proba(TEXTS)
     for text, result, p in zip(TEXTS, results, probabilities):
@@ -24,6 +24,8 @@ def test_integrated_gradients_are_complete_and_read_back_as_the_review(classifie
         assert result["probability"] == pytest.approx(p.max(), abs=1e-5)
         assert abs(result["logit_delta"]) > 1e-3
         assert result["completeness"] == pytest.approx(1.0, abs=0.05)  # Within 5% at the default steps.
+    top_only = randomize_head(make_classifier(kind="gemma3", lora_layers=1)).explain(TEXTS[:1])[0]
+    assert top_only["completeness"] == pytest.approx(1.0, abs=0.05)  # LoRA on the top block only.
     other = classifier.explain(TEXTS[0], target="negative", steps=8)[0]
     assert other["target"] == "negative" and other["probability"] == pytest.approx(probabilities[0, 0], abs=1e-5)
 
