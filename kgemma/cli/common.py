@@ -4,6 +4,7 @@ import functools
 
 import click
 
+from kgemma.model.dtypes import DTYPE_CHOICES
 from kgemma.startup import VERBOSE_FLAG
 
 # Errors a user can fix from the message alone: shown as one line, exit code 1.
@@ -67,6 +68,37 @@ def distribution_options(command):
             "--multi-worker",
             is_flag=True,
             help="With --distribution data on TensorFlow: MultiWorkerMirroredStrategy over the hosts in TF_CONFIG.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def model_options(command):
+    """`--model`, `--adapter`, `--preset`, `--dtype`: which trained classifier to load
+    (`load_classifier`); shared by kgemma-eval and kgemma-predict."""
+    options = [
+        click.option(
+            "--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A saved .keras model."
+        ),
+        click.option(
+            "--adapter",
+            "adapter_path",
+            type=click.Path(exists=True, dir_okay=False),
+            help="An adapter .npz from kgemma-train or save_adapter().",
+        ),
+        click.option(
+            "--preset", default=None, help="Base model for --adapter (default: the one recorded in the adapter)."
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(DTYPE_CHOICES),
+            default=None,
+            help=(
+                "Backbone dtype for --adapter (default: the one it was trained in); auto: bfloat16 on CPUs "
+                "with AVX512-BF16 or AMX, else float32."
+            ),
         ),
     ]
     for option in reversed(options):

@@ -10,9 +10,9 @@ from kgemma.cli.common import distribution_options
 from kgemma.cli.common import file_fields
 from kgemma.cli.common import load_classifier
 from kgemma.cli.common import make_distribution
+from kgemma.cli.common import model_options
 from kgemma.cli.common import user_errors_as_messages
 from kgemma.cli.common import verbose_option
-from kgemma.model.dtypes import DTYPE_CHOICES
 
 EPILOG = """\b
 Examples:
@@ -108,23 +108,7 @@ def progress_printer(label):
 
 
 @click.command(epilog=EPILOG, context_settings={"max_content_width": 100})
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A saved .keras model.")
-@click.option(
-    "--adapter",
-    "adapter_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="An adapter .npz from kgemma-train or save_adapter().",
-)
-@click.option("--preset", default=None, help="Base model for --adapter (default: the one recorded in the adapter).")
-@click.option(
-    "--dtype",
-    type=click.Choice(DTYPE_CHOICES),
-    default=None,
-    help=(
-        "Backbone dtype for --adapter (default: the one it was trained in); auto: bfloat16 on CPUs "
-        "with AVX512-BF16 or AMX, else float32."
-    ),
-)
+@model_options
 @click.option(
     "--frozen-int8/--no-frozen-int8",
     default=None,

@@ -3,9 +3,9 @@
 import click
 
 from kgemma.cli.common import load_classifier
+from kgemma.cli.common import model_options
 from kgemma.cli.common import user_errors_as_messages
 from kgemma.cli.common import verbose_option
-from kgemma.model.dtypes import DTYPE_CHOICES
 
 EPILOG = """\b
 Examples:
@@ -21,20 +21,7 @@ SHOWN_BAD_ROWS = 20
 
 @click.command(epilog=EPILOG, context_settings={"max_content_width": 100})
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), help="A saved .keras model.")
-@click.option(
-    "--adapter",
-    "adapter_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="An adapter .npz from kgemma-train or save_adapter().",
-)
-@click.option("--preset", default=None, help="Base model for --adapter (default: the one recorded in the adapter).")
-@click.option(
-    "--dtype",
-    type=click.Choice(DTYPE_CHOICES),
-    default=None,
-    help="Backbone dtype for --adapter (default: the one it was trained in).",
-)
+@model_options
 @click.option(
     "--output",
     "output_path",
