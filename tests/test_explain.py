@@ -26,7 +26,8 @@ def test_integrated_gradients_are_complete_and_read_back_as_the_review(classifie
         assert result["completeness"] == pytest.approx(1.0, abs=0.05)  # Within 5% at the default steps.
     top_only = randomize_head(make_classifier(kind="gemma3", lora_layers=1)).explain(TEXTS[:1])[0]
     assert top_only["completeness"] == pytest.approx(1.0, abs=0.05)  # LoRA on the top block only.
-    other = classifier.explain(TEXTS[0], target="negative", steps=8)[0]
+    other = classifier.explain(TEXTS[0], target="negative", steps=8, tolerance=None)[0]
+    assert other["steps"] == 8  # No tolerance: the steps asked for, not doubled.
     assert other["target"] == "negative" and other["probability"] == pytest.approx(probabilities[0, 0], abs=1e-5)
 
 
@@ -44,6 +45,7 @@ def test_occlusion_scores_each_word_by_the_probability_it_holds(classifier):
     [
         ({"method": "shap"}, "method must be one of"),
         ({"steps": 0}, "steps must be an integer from 1 to 1024"),
+        ({"tolerance": 0}, "tolerance must be a positive number or None"),
         ({"target": "neutral"}, "target must be a class index or one of"),
     ],
 )

@@ -104,6 +104,7 @@ def test_the_real_model_exported_serves_raw_text_in_plain_tensorflow(classifier,
 @pytest.mark.slow
 def test_integrated_gradients_are_complete_on_the_real_model(classifier, reviews):
     randomize_head(classifier)
-    (result,) = classifier.explain(reviews.texts[:1])  # The default steps.
-    assert result["completeness"] == pytest.approx(1.0, abs=0.05), result["completeness"]
+    (result,) = classifier.explain(reviews.texts[:1])  # Steps doubled from 64 until within 5%.
+    assert result["completeness"] == pytest.approx(1.0, abs=0.05), result
+    assert 64 <= result["steps"] <= 1024
     assert len(result["tokens"]) == len(result["scores"]) == 127  # A review cut to 128 tokens, <bos> aside.

@@ -23,6 +23,7 @@ from kgemma.model.batching import predict_rows
 from kgemma.model.batching import review_batches
 from kgemma.model.dtypes import resolve_dtype
 from kgemma.model.explain import DEFAULT_STEPS
+from kgemma.model.explain import DEFAULT_TOLERANCE
 from kgemma.model.explain import explain as explain_texts
 from kgemma.model.export import export_text_model
 from kgemma.model.frozen_prefix import ClassifierForward
@@ -465,7 +466,15 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             self._kgemma_scoring[key] = model
         return self._kgemma_scoring[key]
 
-    def explain(self, texts, method="integrated_gradients", steps=DEFAULT_STEPS, target=None, batch_size=8):
+    def explain(
+        self,
+        texts,
+        method="integrated_gradients",
+        steps=DEFAULT_STEPS,
+        tolerance=DEFAULT_TOLERANCE,
+        target=None,
+        batch_size=8,
+    ):
         """Which words decided each review: per review its tokens, one score per token
         for `target` (default: the predicted class; a label name or index), the target's
         probability and the method's own check figure.
@@ -476,8 +485,10 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
                 embedding; attributions in float32, the check is `completeness`: their
                 sum over `F(x) - F(baseline)`) or `"occlusion"` (each word left out in
                 turn; its score is the target probability's fall).
-            steps: integration steps for integrated gradients (1 to 1024; 128 by
-                default, where the real model's attributions sum to within 5%).
+            steps: integration steps for integrated gradients to start from (1 to
+                1024), doubled until `completeness` is within `tolerance` of 1 (at
+                most 1024 steps); the result says how many were used.
+            tolerance: how far `completeness` may stay from 1; `None` keeps `steps`.
             target: the class to explain.
             batch_size: rows per forward pass.
 
@@ -491,7 +502,9 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         """
         if self.preprocessor is None:
             raise ValueError("explain needs a preprocessor; this classifier has none.")
-        return explain_texts(self, texts, method=method, steps=steps, target=target, batch_size=batch_size)
+        return explain_texts(
+            self, texts, method=method, steps=steps, tolerance=tolerance, target=target, batch_size=batch_size
+        )
 
     def classify(self, texts, batch_size=8):
         """Label name and probability of the predicted class for each text."""

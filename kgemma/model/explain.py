@@ -27,15 +27,27 @@ from kgemma.model.text import check_not_empty
 from kgemma.model.text import check_texts
 
 METHODS = ("integrated_gradients", "occlusion")
-# Integration steps: on the embedded Gemma 3 270M (a review at 128 tokens) 32 steps gave
-# completeness 0.70, 64 gave 1.21 and 128 gave 0.955, within the 5% the issue asks for.
-DEFAULT_STEPS = 128
+# Integration steps to start from, and how far the attributions' sum may stay from the
+# logit difference before the steps are doubled. On the embedded Gemma 3 270M (one review
+# at 128 tokens, midpoint rule) 32 steps gave completeness 0.70, 64 gave 1.21 and 128 gave
+# 0.955, and 128 gave 0.89 on the same model after a few training steps: no fixed count
+# was safe.
+DEFAULT_STEPS = 64
+DEFAULT_TOLERANCE = 0.05
 MAX_STEPS = 1024
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _SPACE = "\u2581"  # SentencePiece's word-start mark.
 
 
-def explain(classifier, texts, method="integrated_gradients", steps=DEFAULT_STEPS, target=None, batch_size=8):
+def explain(
+    classifier,
+    texts,
+    method="integrated_gradients",
+    steps=DEFAULT_STEPS,
+    tolerance=DEFAULT_TOLERANCE,
+    target=None,
+    batch_size=8,
+):
     """Per review: its tokens (or words, for occlusion), one score each for `target`
     (default: the predicted class), the target's probability and the method's check.
 
@@ -43,12 +55,16 @@ def explain(classifier, texts, method="integrated_gradients", steps=DEFAULT_STEP
     the model read it: cleaned and truncated), `scores` (floats, positive for evidence
     for the target), `target` (label name), `probability` (the target's), `method`, and
     for integrated gradients `completeness` (the scores' sum over `F(x) - F(baseline)`;
-    1 when exact) and `logit_delta` (`F(x) - F(baseline)`, the target logit's).
+    1 when exact), `logit_delta` (`F(x) - F(baseline)`, the target logit's) and `steps`
+    (those used: from `steps`, doubled until completeness is within `tolerance` of 1 or
+    `MAX_STEPS` is reached; `tolerance=None` keeps `steps`).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
     if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}.")
+    if tolerance is not None and not tolerance > 0:
+        raise ValueError(f"tolerance must be a positive number or None, got {tolerance!r}.")
     texts = check_texts(texts)
     features = classifier.preprocessor(texts)
     token_ids, mask = np.asarray(features["token_ids"]), np.asarray(features["padding_mask"])
@@ -61,8 +77,9 @@ def explain(classifier, texts, method="integrated_gradients", steps=DEFAULT_STEP
         ids = token_ids[i, : int(mask[i].sum())]
         result = {"text": text, "target": names[targets[i]], "probability": float(probabilities[i, targets[i]])}
         if method == "integrated_gradients":
-            scores, delta = _integrated_gradients(classifier, ids, targets[i], steps, batch_size)
+            scores, delta, used = _integrated_gradients(classifier, ids, targets[i], steps, tolerance, batch_size)
             result.update(
+                steps=used,
                 tokens=token_pieces(classifier.preprocessor.tokenizer, ids[1:]),
                 scores=[float(s) for s in scores[1:]],
                 completeness=float(scores.sum() / delta) if delta else None,
@@ -112,8 +129,13 @@ def _adds_dummy_prefix(tokenizer):
     return tokenizer.id_to_token(int(np.asarray(tokenizer("a"))[0])).startswith(_SPACE)
 
 
-def _integrated_gradients(classifier, ids, target, steps, batch_size):
-    """Per-token attributions (float32, `<bos>` first) and `F(x) - F(baseline)`."""
+def _integrated_gradients(classifier, ids, target, steps, tolerance, batch_size):
+    """Per-token attributions (float32, `<bos>` first), `F(x) - F(baseline)` and the steps used.
+
+    The path integral is the trapezoid rule on `steps` intervals, halved until the
+    attributions sum to within `tolerance` of `F(x) - F(baseline)` or `MAX_STEPS` is
+    reached: each halving scores only the new midpoints, so reaching 2N steps costs N
+    more gradients."""
     upper = classifier.upper_stack(depth=0)
     pad = classifier.preprocessor.tokenizer.pad_token_id
     baseline_ids = np.concatenate([ids[:1], np.full(len(ids) - 1, pad, dtype=ids.dtype)])
@@ -122,16 +144,27 @@ def _integrated_gradients(classifier, ids, target, steps, batch_size):
         for row in (ids, baseline_ids)
     )
     mask = np.ones((1, len(ids)), dtype="int32")
-    alphas = (np.arange(steps, dtype="float32") + 0.5) / steps  # Midpoints of the steps.
-    gradients = _gradient_function(upper, target)
-    gradient_sum = np.zeros_like(x)
-    for start in range(0, steps, batch_size):
-        chunk = alphas[start : start + batch_size]
-        path = baseline[None] + chunk[:, None, None] * (x - baseline)[None]
-        gradient_sum += gradients(path, np.repeat(mask, len(chunk), axis=0)).sum(axis=0)
-    attributions = ((x - baseline) * gradient_sum / steps).sum(axis=-1)
     logits = _target_logits(upper, np.stack([baseline, x]), np.repeat(mask, 2, axis=0), target)
-    return attributions, float(logits[1] - logits[0])
+    delta = float(logits[1] - logits[0])
+    gradients = _gradient_function(upper, target)
+
+    def gradient_sum(alphas):
+        total = np.zeros_like(x)
+        for start in range(0, len(alphas), batch_size):
+            chunk = alphas[start : start + batch_size].astype("float32")
+            path = baseline[None] + chunk[:, None, None] * (x - baseline)[None]
+            total += gradients(path, np.repeat(mask, len(chunk), axis=0)).sum(axis=0)
+        return total
+
+    ends = gradient_sum(np.array([0.0, 1.0]))
+    interior = gradient_sum(np.arange(1, steps) / steps)
+    while True:
+        attributions = ((x - baseline) * (ends / 2 + interior) / steps).sum(axis=-1)
+        converged = tolerance is None or not delta or abs(attributions.sum() / delta - 1) <= tolerance
+        if converged or 2 * steps > MAX_STEPS:
+            return attributions, delta, steps
+        interior += gradient_sum((np.arange(steps) + 0.5) / steps)
+        steps *= 2
 
 
 def _logits(upper, hidden, mask):
