@@ -3,7 +3,8 @@
     python examples/explain.py --adapter runs/demo/adapter.npz "Oh great, another sequel. Yeah right."
     python examples/explain.py --adapter runs/demo/adapter.npz --method occlusion "Not bad at all."
 
-Integrated gradients by default (128 steps; docs/explanations.md), or occlusion (each word left
+Integrated gradients by default (from 64 steps, doubled until the attributions add up to
+within 5%; docs/explanations.md), or occlusion (each word left
 out in turn). Scores are for the predicted class: positive ones pushed towards it.
 """
 
@@ -22,7 +23,7 @@ def main():
     parser.add_argument("texts", nargs="+", help="Reviews to explain.")
     parser.add_argument("--adapter", required=True, help="An adapter .npz from kgemma-train or save_adapter().")
     parser.add_argument("--method", choices=METHODS, default=METHODS[0])
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Integration steps.")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Integration steps to start from.")
     parser.add_argument("--top", type=int, default=5, help="How many words to show each way.")
     args = parser.parse_args()
 
@@ -30,7 +31,7 @@ def main():
     for result in classifier.explain(args.texts, method=args.method, steps=args.steps):
         print(f"\n{result['target']} ({result['probability']:.3f}): {result['text']}")
         if "completeness" in result:
-            print(f"  completeness {result['completeness']:.3f} (1 when the {args.steps} steps integrate exactly)")
+            print(f"  completeness {result['completeness']:.3f} after {result['steps']} steps (1: exact)")
         ranked = sorted(zip(result["scores"], result["tokens"]), reverse=True)
         print("  for:    " + ", ".join(f"{t.strip()!r} {s:+.3f}" for s, t in ranked[: args.top] if s > 0))
         print("  against: " + ", ".join(f"{t.strip()!r} {s:+.3f}" for s, t in ranked[::-1][: args.top] if s < 0))
