@@ -102,9 +102,11 @@ def test_the_real_model_exported_serves_raw_text_in_plain_tensorflow(classifier,
 
 
 @pytest.mark.slow
-def test_integrated_gradients_are_complete_on_the_real_model(classifier, reviews):
+def test_integrated_gradients_are_complete_on_the_real_model(classifier):
+    # A short review: on a whole one at 128 tokens the steps doubled to 512 or more (7 minutes
+    # here), too long for the suite; docs/explanations.md has those figures.
     randomize_head(classifier)
-    (result,) = classifier.explain(reviews.texts[:1])  # Steps doubled from 64 until within 5%.
+    text = "A wonderful, moving film, though the ending drags."
+    (result,) = classifier.explain([text])  # Steps doubled from 64 until within 5%.
     assert result["completeness"] == pytest.approx(1.0, abs=0.05), result
-    assert 64 <= result["steps"] <= 1024
-    assert len(result["tokens"]) == len(result["scores"]) == 127  # A review cut to 128 tokens, <bos> aside.
+    assert 64 <= result["steps"] <= 1024 and "".join(result["tokens"]) == text
