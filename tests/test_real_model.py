@@ -103,7 +103,7 @@ def test_the_real_model_exported_serves_raw_text_in_plain_tensorflow(classifier,
 
 @pytest.mark.slow
 def test_integrated_gradients_are_complete_on_the_real_model(classifier):
-    # A short review: on a whole one at 128 tokens the steps doubled to 512 or more (7 minutes
+    # A short review: on a whole one at 128 tokens the steps doubled to 512 or more (425 s
     # here), too long for the suite; docs/explanations.md has those figures.
     randomize_head(classifier)
     text = "A wonderful, moving film, though the ending drags."
