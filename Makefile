@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 # The whole suite on TensorFlow, then the core model tests (tiny backbones) on JAX and torch, through KERAS_BACKEND.
 CORE_TESTS := tests/test_lora.py tests/test_fused_blocks.py tests/test_pooling.py \
-	tests/test_explain.py::test_integrated_gradients_are_complete_and_read_back_as_the_review
+	tests/test_explain.py::test_input_gradients_match_finite_differences
 # Test worker processes (pytest-xdist), each taking whole files so that a file's shared
 # fixtures (a trained tiny run, the converted real model) are built once. Most of a tiny
 # test is single-threaded graph tracing, so two workers on two cores halve the wall time.

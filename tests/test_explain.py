@@ -54,3 +54,20 @@ def test_bad_requests_are_refused_by_name(classifier, kwargs, message):
         classifier.explain(TEXTS, **kwargs)
     with pytest.raises(ValueError, match="Every text in the batch is empty"):
         classifier.explain(["   "])
+
+
+def test_input_gradients_match_finite_differences(classifier):
+    # The one backend-specific part of explain: `make test` runs this on JAX and torch too.
+    from kgemma.model.explain import _gradient_function
+    from kgemma.model.explain import _target_logits
+
+    upper = classifier.upper_stack(depth=0)
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(2, 6, classifier.backbone.hidden_dim)).astype("float32")
+    mask = np.ones((2, 6), dtype="int32")
+    direction = rng.normal(size=hidden.shape).astype("float32")
+    analytic = float((_gradient_function(upper, 1)(hidden, mask) * direction).sum())
+    eps = 1e-2
+    plus, minus = (_target_logits(upper, hidden + sign * eps * direction, mask, 1).sum() for sign in (1, -1))
+    assert analytic == pytest.approx((plus - minus) / (2 * eps), rel=2e-2)
+    assert abs(analytic) > 1e-3
