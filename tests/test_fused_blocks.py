@@ -89,7 +89,9 @@ def test_scoring_models_are_reused_and_not_saved(make_classifier, tmp_path):
 ON_TORCH = keras.backend.backend() == "torch"
 
 
-@pytest.mark.skipif(not ON_TORCH, reason="int8 matmuls run on Keras's torch backend")
+@pytest.mark.skipif(
+    not ON_TORCH, reason="int8 matmuls run on Keras's torch backend: make test runs this with KERAS_BACKEND=torch"
+)
 def test_int8_prefix_stays_close_to_float_and_follows_new_weights(make_classifier):
     clf = adapted(make_classifier("gemma3", lora_layers=1))
     features = features_of(clf)
@@ -111,7 +113,9 @@ def test_int8_prefix_stays_close_to_float_and_follows_new_weights(make_classifie
     assert 0 < np.abs(int8 - whole).max() < 0.05 * np.abs(whole).max()
 
 
-@pytest.mark.skipif(not ON_TORCH, reason="int8 matmuls run on Keras's torch backend")
+@pytest.mark.skipif(
+    not ON_TORCH, reason="int8 matmuls run on Keras's torch backend: make test runs this with KERAS_BACKEND=torch"
+)
 def test_compiled_int8_matmul_equals_the_eager_one_at_every_width():
     import torch
 
@@ -128,13 +132,13 @@ def test_compiled_int8_matmul_equals_the_eager_one_at_every_width():
         )
 
 
-@pytest.mark.skipif(ON_TORCH, reason="on torch, int8 runs")
+@pytest.mark.skipif(ON_TORCH, reason="checks the refusal off torch: make test runs this on TensorFlow and JAX")
 def test_int8_is_refused_off_the_torch_backend(make_classifier):
     with pytest.raises(ValueError, match="int8 matmuls need Keras's torch backend"):
         make_classifier("gemma3").frozen_prefix(depth=0, int8=True)
 
 
-@pytest.mark.skipif(not ON_TORCH, reason="the blocks' elementwise segments are compiled on torch")
+@pytest.mark.skipif(not ON_TORCH, reason="compiled on torch only: make test runs this with KERAS_BACKEND=torch")
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("bfloat16", 2e-2)])
 def test_compiled_segments_compute_what_the_eager_ones_do(dtype, tolerance):
     import torch
@@ -167,7 +171,9 @@ def test_compiled_segments_compute_what_the_eager_ones_do(dtype, tolerance):
     assert torch_compiled.cache_info().currsize >= len(calls)
 
 
-@pytest.mark.skipif(not ON_TORCH, reason="int8 matmuls run on Keras's torch backend")
+@pytest.mark.skipif(
+    not ON_TORCH, reason="int8 matmuls run on Keras's torch backend: make test runs this with KERAS_BACKEND=torch"
+)
 def test_frozen_int8_runs_the_frozen_blocks_in_int8_and_the_adapted_ones_in_float(make_classifier):
     clf = adapted(make_classifier("gemma3", lora_layers=1, frozen_int8=True))
     features = features_of(clf)
@@ -185,7 +191,7 @@ def test_frozen_int8_runs_the_frozen_blocks_in_int8_and_the_adapted_ones_in_floa
     assert type(plain).from_config(plain.get_config()).frozen_int8 is False
 
 
-@pytest.mark.skipif(ON_TORCH, reason="on torch, int8 runs")
+@pytest.mark.skipif(ON_TORCH, reason="checks the refusal off torch: make test runs this on TensorFlow and JAX")
 def test_frozen_int8_is_refused_off_the_torch_backend(make_classifier):
     with pytest.raises(ValueError, match="int8 matmuls need Keras's torch backend"):
         make_classifier("gemma3", lora_layers=1, frozen_int8=True)

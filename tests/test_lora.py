@@ -179,7 +179,10 @@ def test_upper_stack_runs_in_the_backbone_dtype(make_classifier):
     np.testing.assert_array_equal(to_numpy(split), to_numpy(whole))
 
 
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="kgemma's own dropout runs on the torch backend")
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="kgemma's own dropout runs on torch: make test runs this with KERAS_BACKEND=torch",
+)
 def test_torch_dropout_drops_at_its_rate_keeps_the_mean_and_repeats_with_its_seed():
     import torch
 

@@ -144,3 +144,22 @@ def load_classifier(model_path, adapter_path, preset, dtype=None, frozen_int8=No
     if frozen_int8 is not None:
         model.frozen_int8 = check_int8(frozen_int8, model.backbone)
     return model
+
+
+def progress_printer(label):
+    """`on_progress(done, total, reviews_per_s=None)` for the scoring loops: a click
+    progress bar, its label showing the last chunk's reviews/s when given."""
+    state = {}
+
+    def update(done, total, reviews_per_s=None):
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, show_pos=True, show_eta=True)
+            state["bar"].__enter__()
+        bar = state["bar"]
+        if reviews_per_s:
+            bar.label = f"{label} ({reviews_per_s:.1f} reviews/s)"
+        bar.update(done - bar.pos)
+        if done >= total:
+            bar.__exit__(None, None, None)
+
+    return update

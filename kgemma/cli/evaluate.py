@@ -11,6 +11,7 @@ from kgemma.cli.common import file_fields
 from kgemma.cli.common import load_classifier
 from kgemma.cli.common import make_distribution
 from kgemma.cli.common import model_options
+from kgemma.cli.common import progress_printer
 from kgemma.cli.common import user_errors_as_messages
 from kgemma.cli.common import verbose_option
 
@@ -91,20 +92,6 @@ def score_shard(shard, reviews, score, out, model_path, adapter_path, settings, 
         f"Shard {index}/{count}: scored {len(rows)} of {len(reviews)} rows into {out}. "
         "Merge all shards with kgemma-eval --merge DIR0 --merge DIR1 ... and the same data options."
     )
-
-
-def progress_printer(label):
-    state = {}
-
-    def update(done, total):
-        if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label=label, show_pos=True, show_eta=True)
-            state["bar"].__enter__()
-        state["bar"].update(done - state["bar"].pos)
-        if done >= total:
-            state["bar"].__exit__(None, None, None)
-
-    return update
 
 
 @click.command(epilog=EPILOG, context_settings={"max_content_width": 100})

@@ -4,6 +4,7 @@ import click
 
 from kgemma.cli.common import load_classifier
 from kgemma.cli.common import model_options
+from kgemma.cli.common import progress_printer
 from kgemma.cli.common import user_errors_as_messages
 from kgemma.cli.common import verbose_option
 
@@ -54,7 +55,7 @@ def main(inputs, model_path, adapter_path, preset, dtype, output_path, text_fiel
         raise click.ClickException("The inputs hold no review to score.")
     classifier = load_classifier(model_path, adapter_path, preset, dtype)
     scored = predict_to_file(
-        classifier, rows, output_path, batch_size=batch_size, on_progress=None if quiet else progress_bar()
+        classifier, rows, output_path, batch_size=batch_size, on_progress=None if quiet else progress_printer("Scoring")
     )
     kept = len(rows) - scored
     click.echo(
@@ -71,22 +72,3 @@ def report_bad_rows(bad, refused):
         click.echo(f"  {row}", err=True)
     if len(bad) > SHOWN_BAD_ROWS:
         click.echo(f"  ... and {len(bad) - SHOWN_BAD_ROWS} more", err=True)
-
-
-def progress_bar():
-    """`on_progress` for `predict_to_file`: a bar with the last chunk's reviews/s."""
-    state = {}
-
-    def update(done, total, reviews_per_s):
-        if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label="Scoring", show_pos=True, show_eta=True)
-            state["bar"].__enter__()
-            state["bar"].update(done)
-        bar = state["bar"]
-        if reviews_per_s:
-            bar.label = f"Scoring ({reviews_per_s:.1f} reviews/s)"
-        bar.update(done - bar.pos)
-        if done >= total:
-            bar.__exit__(None, None, None)
-
-    return update

@@ -422,10 +422,15 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         features = self.preprocessor(texts)
         # Every row holds <bos>; a row with nothing else was empty after clean-up.
         check_not_empty(texts, np.asarray(features["padding_mask"]).sum(axis=1) - 1)
-        logits = self.logits_for_features(features, batch_size=batch_size)
+        return keras.ops.convert_to_numpy(self.probabilities(self.logits_for_features(features, batch_size=batch_size)))
+
+    def probabilities(self, outputs):
+        """Class probabilities from this model's outputs: softmax of the logits over the
+        temperature, or the outputs themselves for a model with a softmax activation.
+        The one place the temperature applies (`predict_proba`, explanations, export)."""
         if self.activation == keras.activations.softmax:
-            return logits
-        return keras.ops.convert_to_numpy(keras.ops.softmax(logits / self.temperature, axis=-1))
+            return outputs
+        return keras.ops.softmax(outputs / self.temperature, axis=-1)
 
     def logits_for_features(self, features, batch_size=8, int8=None):
         """Model outputs for preprocessed `{"token_ids", "padding_mask"}` arrays,

@@ -69,7 +69,12 @@ def explain(
     features = classifier.preprocessor(texts)
     token_ids, mask = np.asarray(features["token_ids"]), np.asarray(features["padding_mask"])
     check_not_empty(texts, mask.sum(axis=1) - 1)
-    probabilities = classifier.predict_proba(texts, batch_size=batch_size)
+    # The features already made, not predict_proba(texts), which would tokenize them again.
+    features = {"token_ids": token_ids, "padding_mask": mask}
+    probabilities = keras.ops.convert_to_numpy(
+        classifier.probabilities(classifier.logits_for_features(features, batch_size))
+    )
+    upper = classifier.upper_stack(depth=0) if method == "integrated_gradients" else None
     names = list(classifier.preprocessor.label_names)
     targets = [_target_index(target, names, p) for p in probabilities]
     results = []
@@ -77,7 +82,9 @@ def explain(
         ids = token_ids[i, : int(mask[i].sum())]
         result = {"text": text, "target": names[targets[i]], "probability": float(probabilities[i, targets[i]])}
         if method == "integrated_gradients":
-            scores, delta, used = _integrated_gradients(classifier, ids, targets[i], steps, tolerance, batch_size)
+            scores, delta, used = _integrated_gradients(
+                classifier, upper, ids, targets[i], steps, tolerance, batch_size
+            )
             result.update(
                 steps=used,
                 tokens=token_pieces(classifier.preprocessor.tokenizer, ids[1:]),
@@ -129,14 +136,13 @@ def _adds_dummy_prefix(tokenizer):
     return tokenizer.id_to_token(int(np.asarray(tokenizer("a"))[0])).startswith(_SPACE)
 
 
-def _integrated_gradients(classifier, ids, target, steps, tolerance, batch_size):
+def _integrated_gradients(classifier, upper, ids, target, steps, tolerance, batch_size):
     """Per-token attributions (float32, `<bos>` first), `F(x) - F(baseline)` and the steps used.
 
     The path integral is the trapezoid rule on `steps` intervals, halved until the
     attributions sum to within `tolerance` of `F(x) - F(baseline)` or `MAX_STEPS` is
     reached: each halving scores only the new midpoints, so reaching 2N steps costs N
-    more gradients."""
-    upper = classifier.upper_stack(depth=0)
+    more gradients. `upper` is `classifier.upper_stack(depth=0)`."""
     pad = classifier.preprocessor.tokenizer.pad_token_id
     baseline_ids = np.concatenate([ids[:1], np.full(len(ids) - 1, pad, dtype=ids.dtype)])
     x, baseline = (
@@ -222,9 +228,8 @@ def _occlusion(classifier, ids, target, probability, batch_size):
     padding_mask = np.zeros((len(rows), width), dtype="int32")
     for j, row in enumerate(rows):
         token_ids[j, : len(row)], padding_mask[j, : len(row)] = row, 1
-    logits = classifier.logits_for_features({"token_ids": token_ids, "padding_mask": padding_mask}, batch_size)
-    if classifier.activation == keras.activations.softmax:
-        probabilities = logits
-    else:
-        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits / classifier.temperature, axis=-1))
+    features = {"token_ids": token_ids, "padding_mask": padding_mask}
+    probabilities = keras.ops.convert_to_numpy(
+        classifier.probabilities(classifier.logits_for_features(features, batch_size))
+    )
     return words, [float(probability - p[target]) for p in probabilities]

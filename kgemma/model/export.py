@@ -32,8 +32,6 @@ def export_text_model(classifier, filepath, verbose=True):
         )
     if classifier.preprocessor is None:
         raise ValueError("Exporting a raw-text SavedModel needs a preprocessor; this classifier has none.")
-    temperature = float(classifier.temperature)
-    probabilities_out = classifier.activation == keras.activations.softmax
 
     def serve(texts):
         features = classifier.preprocessor(texts)
@@ -44,7 +42,7 @@ def export_text_model(classifier, filepath, verbose=True):
         features = {name: value[:, :width] for name, value in features.items()}
         # The scoring model: the function and weights predict_proba runs (fused Gemma 3 blocks).
         outputs = tf.cast(classifier.scoring_model(int8=False)(features, training=False), "float32")
-        return outputs if probabilities_out else tf.nn.softmax(outputs / temperature, axis=-1)
+        return classifier.probabilities(outputs)
 
     for layer in (classifier.preprocessor, classifier):
         if not layer.built:  # Keras exports built layers only; a first call builds them.
