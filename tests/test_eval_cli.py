@@ -60,6 +60,8 @@ def test_eval_writes_the_report(tiny_run, tmp_path):
             "--slice",
             "review_word=review",
             "--temperature-scaling",
+            "--explain",
+            "2",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -72,6 +74,21 @@ def test_eval_writes_the_report(tiny_run, tmp_path):
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 80
     for name in ("report.md", "report.html", "learning_curves.png"):
         assert (out / name).is_file()
+    # --explain 2: the first two mistakes of each list, and both contrast pairs with the edit found.
+    for mistakes in [metrics["mistakes"]["overall"], *metrics["mistakes"]["per_slice"].values()]:
+        assert all(("explanation" in m) == (i < 2) for i, m in enumerate(mistakes))
+    explained = metrics["mistakes"]["overall"][0]["explanation"]
+    assert explained["method"] == "occlusion" and len(explained["words"]) == len(explained["scores"]) > 1
+    pairs = {p["index"]: p for p in metrics["contrast"][0]["explained_pairs"]}
+    assert sorted(pairs) == [0, 1]
+    assert [pairs[0][side]["words"][i] for side in ("original", "edited") for i in pairs[0][side]["edited"]] == [
+        " wonderful",
+        " dreadful",
+    ]
+    assert pairs[1]["edited"]["label"] == "positive" and pairs[1]["original"]["label"] == "negative"
+    assert "occlusion: for *" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    assert page.count("text-decoration:underline") == 6 and "background:rgba(" in page
 
 
 def test_eval_of_a_keras_file(tiny_run, tmp_path):

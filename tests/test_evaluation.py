@@ -244,3 +244,68 @@ def test_evaluation_report_files_hold_what_they_claim(tmp_path, predictions):
     assert html_text.count("data:image/png;base64,") == 4 and "contrast" in html_text.lower()
     for png in ("confusion_matrix.png", "reliability.png", "slices.png", "learning_curves.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_explanations_join_pieces_into_words_and_rank_them():
+    from kgemma.evaluation.explanations import edited_words
+    from kgemma.evaluation.explanations import highlight_html
+    from kgemma.evaluation.explanations import rank_of
+    from kgemma.evaluation.explanations import top_words
+    from kgemma.evaluation.explanations import words
+
+    ig = {"tokens": ["Not", " bad", " at", " all", ",", " <b>", "ok"], "scores": [0.5, -0.2, 0.0, 0.1, 0.05, 0.3, -0.1]}
+    merged, scores = words(ig)
+    assert merged == ["Not", " bad", " at", " all,", " <b>ok"]
+    np.testing.assert_allclose(scores, [0.5, -0.2, 0.0, 0.15, 0.2])
+    pushed_for, pushed_against = top_words(ig, k=2)
+    assert [w for w, _ in pushed_for] == ["Not", "<b>ok"] and pushed_against == [("bad", -0.2)]
+    assert rank_of(ig, [1]) == 1 and rank_of(ig, [2, 3]) == 3 and rank_of(ig, []) is None
+    page = highlight_html(ig, marked={1})
+    assert page.count("<span") == 5 and "&lt;b&gt;ok" in page and "<b>" not in page
+    assert "rgba(22,163,74,0.85)" in page  # the strongest word for the class, fully coloured
+    assert page.count("underline") == 1 and "rgba(220,38,38,0.34)" in page  # " bad": against, 0.2 / 0.5
+    assert edited_words(["A", " great", " film."], ["A", " dull", " film."]) == {1}
+    assert edited_words(["It", " works."], ["It", " never", " works."]) == {1}
+
+
+def test_run_evaluation_explains_mistakes_and_contrast_pairs(tmp_path):
+    from kgemma.evaluation import run_evaluation
+
+    texts = ["good fun", "bad film", "not bad", "great cast", "dull plot", "fine"]
+    reviews = Reviews(texts, [1, 0, 1, 1, 0, 1])
+    logits = np.array([[0, 2], [2, 0], [3, 0], [0, 1], [0, 4], [0, 1]], dtype="float32")  # rows 2 and 4 wrong
+    asked = []
+
+    def explain(batch):
+        asked.append(list(batch))
+        pieces = [[w if i == 0 else " " + w for i, w in enumerate(t.split(" "))] for t in batch]
+        return [{"tokens": p, "scores": [1.0] * len(p), "method": "fake", "target": "positive"} for p in pieces]
+
+    original = Reviews(["a great film", "so dull"], [1, 0])
+    edited = Reviews(["a dull film", "so great"], [0, 1])
+
+    def score(batch):  # predicts positive for "great", negative otherwise: both pairs right
+        return np.array([[0.0, 1.0] if "great" in t else [1.0, 0.0] for t in batch]), np.ones(len(batch))
+
+    metrics = run_evaluation(
+        reviews,
+        score,
+        tmp_path,
+        predictions=(logits, np.full(6, 2)),
+        contrast_sets=[("pairs", (original, edited))],
+        explain=explain,
+        explain_count=1,
+        formats=("json", "md"),
+    )
+    # The first pair (both are right), then the wrong reviews in one call, each once although
+    # the overall list and the slices share them.
+    assert asked[0] == ["a great film", "a dull film"]
+    assert len(asked) == 2 and "dull plot" in asked[1] and len(set(asked[1])) == len(asked[1])
+    overall = metrics["mistakes"]["overall"]
+    assert overall[0]["explanation"]["words"] == ["dull", " plot"] and "explanation" not in overall[1]
+    pair = metrics["contrast"][0]["explained_pairs"][0]
+    assert (
+        pair["index"] == 0 and pair["original"]["edited"] == [1] and pair["edited"]["words"] == ["a", " dull", " film"]
+    )
+    assert pair["edited"]["label"] == "negative" and pair["edited"]["predicted"] == "negative"
+    assert "fake: for" in (tmp_path / "report.md").read_text()

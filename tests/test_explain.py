@@ -66,7 +66,7 @@ def test_input_gradients_match_finite_differences(classifier):
     hidden = rng.normal(size=(2, 6, classifier.backbone.hidden_dim)).astype("float32")
     mask = np.ones((2, 6), dtype="int32")
     direction = rng.normal(size=hidden.shape).astype("float32")
-    analytic = float((_gradient_function(upper, 1)(hidden, mask) * direction).sum())
+    analytic = float((_gradient_function(upper)(hidden, mask, 1) * direction).sum())
     eps = 1e-2
     plus, minus = (_target_logits(upper, hidden + sign * eps * direction, mask, 1).sum() for sign in (1, -1))
     assert analytic == pytest.approx((plus - minus) / (2 * eps), rel=2e-2)

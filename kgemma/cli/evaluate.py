@@ -14,6 +14,8 @@ from kgemma.cli.common import model_options
 from kgemma.cli.common import progress_printer
 from kgemma.cli.common import user_errors_as_messages
 from kgemma.cli.common import verbose_option
+from kgemma.evaluation.run import EXPLAIN_METHOD
+from kgemma.model.explain import METHODS
 
 EPILOG = """\b
 Examples:
@@ -173,6 +175,22 @@ def score_shard(shard, reviews, score, out, model_path, adapter_path, settings, 
     help="Train and score a TF-IDF + logistic regression baseline on the same rows.",
 )
 @click.option(
+    "--explain",
+    "explain_count",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Explain each slice's N most confident mistakes, and N pairs of each contrast set, in the reports.",
+)
+@click.option(
+    "--explain-method",
+    type=click.Choice(METHODS),
+    default=EXPLAIN_METHOD,
+    show_default=True,
+    help="How --explain attributes a prediction to words (docs/explanations.md).",
+)
+@click.option(
     "--format",
     "formats",
     multiple=True,
@@ -222,6 +240,8 @@ def main(
     temperature_scaling,
     calibration_examples,
     baseline,
+    explain_count,
+    explain_method,
     formats,
     output_dir,
     shard,
@@ -237,6 +257,7 @@ def main(
     from kgemma.data import load_imdb
     from kgemma.data import stratified_sample
     from kgemma.evaluation import BUILTIN_SLICES
+    from kgemma.evaluation import classifier_explainer
     from kgemma.evaluation import classifier_scorer
     from kgemma.evaluation import custom_slice
     from kgemma.evaluation import merge_shards
@@ -260,11 +281,12 @@ def main(
     contrast_sets += [(Path(p).name, read_contrast([p])) for p in contrast_pairs]
 
     out = Path(output_dir)
-    score = fingerprint = predictions = None
+    score = fingerprint = predictions = explain = None
     if merge:
-        if model_path or adapter_path or temperature_scaling or contrast_sets:
+        if model_path or adapter_path or temperature_scaling or contrast_sets or explain_count:
             raise click.UsageError(
-                "--merge combines shards' predictions: pass no --model, --adapter, --temperature-scaling or --contrast."
+                "--merge combines shards' predictions: pass no --model, --adapter, --temperature-scaling, "
+                "--contrast or --explain."
             )
         logits, n_tokens, info = merge_shards(merge, reviews)
         model_path, adapter_path, settings = info["model"], info["adapter"], info["settings"]
@@ -285,6 +307,8 @@ def main(
         settings = classifier.rebuild_config()
         fingerprint = classifier.fingerprint()
         score = classifier_scorer(classifier, batch_size)
+        if explain_count:
+            explain = classifier_explainer(classifier, explain_method, batch_size)
         if shard:
             return score_shard(shard, reviews, score, out, model_path, adapter_path, settings, fingerprint)
 
@@ -315,6 +339,8 @@ def main(
         title=f"kgemma evaluation: {Path(model_path or adapter_path).name}",
         seed=seed,
         on_progress=progress_printer("Scoring"),
+        explain=explain,
+        explain_count=explain_count,
     )
 
     width = max(len(label) for label, _ in summary_rows(metrics))

@@ -20,6 +20,7 @@ from kgemma.evaluation.predictions import stream_predictions
 from kgemma.evaluation.predictions import write_shard_info
 from kgemma.evaluation.report import summary_rows
 from kgemma.evaluation.report import write_report
+from kgemma.evaluation.run import classifier_explainer
 from kgemma.evaluation.run import classifier_scorer
 from kgemma.evaluation.run import run_evaluation
 from kgemma.evaluation.slices import BUILTIN_SLICES

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kgemma.evaluation.explanations import highlight_html
+from kgemma.evaluation.explanations import rank_of
+from kgemma.evaluation.explanations import top_words
+
 
 def _pyplot():
     import matplotlib
@@ -189,6 +193,11 @@ def render_markdown(metrics, images, title):
             _markdown_table(["set", "pairs", "original acc.", "edited acc.", "consistency (both right)"], rows),
             "",
         ]
+        for c in metrics["contrast"]:
+            for pair in c.get("explained_pairs", []):
+                parts += [f"- `{c['name']}` pair {pair['index']}:"]
+                parts += [f"  - {side}: {_pair_side_markdown(pair[side])}" for side in ("original", "edited")]
+            parts += [""] if c.get("explained_pairs") else []
     if "history" in images:
         parts += ["## Training", "", f"![learning curves]({images['history']})", ""]
     parts += ["## Most confident mistakes", ""] + [_mistake_line(m) for m in metrics["mistakes"]["overall"]]
@@ -199,7 +208,29 @@ def render_markdown(metrics, images, title):
 
 
 def _mistake_line(m):
-    return f"- `{m['id']}` true **{m['label']}**, predicted {m['predicted']} ({m['confidence']:.1%}): {m['excerpt']}"
+    line = f"- `{m['id']}` true **{m['label']}**, predicted {m['predicted']} ({m['confidence']:.1%}): {m['excerpt']}"
+    if "explanation" in m:
+        line += "\n  - " + _top_words_markdown(m["explanation"])
+    return line
+
+
+def _top_words_markdown(explanation, k=5):
+    pushed_for, pushed_against = top_words(explanation, k)
+    listed = [", ".join(f"{w} ({s:+.2g})" for w, s in words) or "none" for words in (pushed_for, pushed_against)]
+    return f"{explanation['method']}: for *{explanation['target']}* {listed[0]}; against {listed[1]}"
+
+
+def _edit_rank(side):
+    rank = rank_of(side, side["edited"])
+    return "no edited word" if rank is None else f"edit ranked {rank + 1} of {len(side['words'])} words"
+
+
+def _pair_side_markdown(side):
+    edited = ", ".join(side["words"][i].strip() for i in side["edited"]) or "none"
+    return (
+        f"true **{side['label']}**, predicted {side['predicted']}; edited words: {edited} ({_edit_rank(side)}); "
+        + _top_words_markdown(side)
+    )
 
 
 def render_html(metrics, image_files, title):
@@ -238,16 +269,46 @@ def render_html(metrics, image_files, title):
             "<h2>Contrast pairs</h2>",
             table(["set", "pairs", "original acc.", "edited acc.", "consistency"], rows),
         ]
+        for c in metrics["contrast"]:
+            for pair in c.get("explained_pairs", []):
+                parts.append(f"<h3>{html.escape(c['name'])}, pair {pair['index']}</h3><ul>")
+                for name in ("original", "edited"):
+                    side = pair[name]
+                    parts.append(
+                        f"<li>{name}: true <b>{side['label']}</b>, predicted {side['predicted']} "
+                        f"({_edit_rank(side)}; edit underlined)<br>{highlight_html(side, marked=side['edited'])}</li>"
+                    )
+                parts.append("</ul>")
     if "history" in image_files:
         parts += ["<h2>Training</h2>", img(image_files["history"])]
-    parts.append("<h2>Most confident mistakes</h2><ul>")
-    for m in metrics["mistakes"]["overall"]:
+    parts += ["<h2>Most confident mistakes</h2>", _mistakes_html(metrics["mistakes"]["overall"])]
+    for name, mistakes in metrics["mistakes"]["per_slice"].items():
+        if mistakes:
+            parts += [f"<h3>In <code>{html.escape(name)}</code></h3>", _mistakes_html(mistakes)]
+    if _has_explanations(metrics):
         parts.append(
-            f"<li><code>{html.escape(m['id'])}</code> true <b>{m['label']}</b>, predicted {m['predicted']} "
-            f"({m['confidence']:.1%}): {html.escape(m['excerpt'])}</li>"
+            "<p>Explained mistakes show the review as the model read it, each word green where it pushed "
+            "towards the predicted class and red where it pushed against it (hover for the score).</p>"
         )
-    parts.append("</ul></body></html>")
+    parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _mistakes_html(mistakes):
+    items = []
+    for m in mistakes:
+        head = (
+            f"<code>{html.escape(m['id'])}</code> true <b>{m['label']}</b>, predicted {m['predicted']} "
+            f"({m['confidence']:.1%}): "
+        )
+        body = highlight_html(m["explanation"]) if "explanation" in m else html.escape(m["excerpt"])
+        items.append(f"<li>{head}{body}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def _has_explanations(metrics):
+    lists = [metrics["mistakes"]["overall"], *metrics["mistakes"]["per_slice"].values()]
+    return any("explanation" in m for mistakes in lists for m in mistakes)
 
 
 def write_report(metrics, output_dir, formats=("json", "md", "html"), history=None, title="kgemma evaluation"):

@@ -10,12 +10,18 @@ from pathlib import Path
 from kgemma.evaluation.baseline import fit_tfidf_baseline
 from kgemma.evaluation.calibration import fit_temperature
 from kgemma.evaluation.contrast import contrast_metrics
+from kgemma.evaluation.explanations import explain_mistakes
+from kgemma.evaluation.explanations import explain_pairs
 from kgemma.evaluation.predictions import stream_predictions
 from kgemma.evaluation.report import write_report
 from kgemma.evaluation.slices import BUILTIN_SLICES
 from kgemma.evaluation.suite import evaluate_predictions
 
 REPORT_FORMATS = ("json", "md", "html")
+# Reports explain by occlusion unless asked otherwise: one forward pass per word, where
+# integrated gradients need a forward and backward pass per integration step (64 to
+# 1,024 per review; docs/explanations.md compares their cost and faithfulness).
+EXPLAIN_METHOD = "occlusion"
 
 
 def classifier_scorer(classifier, batch_size=8):
@@ -28,6 +34,16 @@ def classifier_scorer(classifier, batch_size=8):
         return logits, classifier.preprocessor.token_counts(texts)
 
     return score
+
+
+def classifier_explainer(classifier, method=EXPLAIN_METHOD, batch_size=8, **options):
+    """`texts -> explanations` for `run_evaluation(explain=...)`, by `classifier.explain`
+    (`options`: its `steps`, `tolerance`)."""
+
+    def explain(texts):
+        return classifier.explain(texts, method=method, batch_size=batch_size, **options)
+
+    return explain
 
 
 def run_evaluation(
@@ -47,6 +63,8 @@ def run_evaluation(
     title="kgemma evaluation",
     seed=0,
     on_progress=None,
+    explain=None,
+    explain_count=3,
 ):
     """Evaluate a classifier on `reviews` and write its report into `output_dir`.
 
@@ -75,6 +93,12 @@ def run_evaluation(
         title: the reports' title.
         seed: seeds the bootstrap intervals and the baseline.
         on_progress: `(done, total) -> None`, called while scoring.
+        explain: `texts -> explanations`, e.g. `classifier_explainer(classifier)`: the
+            reports then show, for each slice and overall, the first `explain_count`
+            most confident mistakes with their words coloured by attribution (HTML) or
+            their top words (Markdown), and `explain_count` pairs of each contrast set
+            (those the model got wrong first) with the edit marked.
+        explain_count: how many mistakes per slice, and pairs per contrast set, to explain.
 
     Returns:
         The metrics dict written to `metrics.json`.
@@ -113,7 +137,12 @@ def run_evaluation(
     for name, (original, edited) in contrast_sets:
         original_predicted = score(original.texts)[0].argmax(axis=1)
         edited_predicted = score(edited.texts)[0].argmax(axis=1)
-        contrast.append((name, contrast_metrics(original.labels, original_predicted, edited.labels, edited_predicted)))
+        values = contrast_metrics(original.labels, original_predicted, edited.labels, edited_predicted)
+        if explain is not None and explain_count:
+            values["explained_pairs"] = explain_pairs(
+                original, edited, original_predicted, edited_predicted, explain, explain_count
+            )
+        contrast.append((name, values))
 
     metrics = evaluate_predictions(
         reviews,
@@ -124,8 +153,11 @@ def run_evaluation(
         temperature=None if temperature == 1.0 else temperature,
         baseline_probabilities=baseline_probabilities,
         contrast=contrast,
+        mistakes_per_slice=max(3, explain_count if explain is not None else 0),
         seed=seed,
     )
+    if explain is not None and explain_count:
+        explain_mistakes(metrics, reviews, explain, explain_count)
     metrics["model"] = model_info
     if "baseline" in metrics:
         metrics["baseline"]["train_rows"] = len(train)

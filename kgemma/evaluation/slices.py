@@ -80,7 +80,10 @@ SHORT = Slice(
 TRUNCATED = Slice(
     "truncated",
     "Reviews longer than the model's sequence length: part of the review was cut.",
-    lambda row: row.get("n_tokens") is not None and row["n_tokens"] > row["sequence_length"] - 1,
+    # Unknown without both counts (e.g. predictions scored elsewhere, no model settings).
+    lambda row: (
+        None not in (row.get("n_tokens"), row.get("sequence_length")) and row["n_tokens"] > row["sequence_length"] - 1
+    ),
 )
 
 BUILTIN_SLICES = (NEGATION, MIXED, SARCASM, BORDERLINE, SHORT, TRUNCATED)

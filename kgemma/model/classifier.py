@@ -486,8 +486,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
 
         Args:
             texts: a string or a list of strings.
-            method: `"integrated_gradients"` (over the input embeddings, from the zero
-                embedding; attributions in float32, the check is `completeness`: their
+            method: `"integrated_gradients"` (over the input embeddings, from the review
+                with every token padded; attributions in float32, the check is `completeness`: their
                 sum over `F(x) - F(baseline)`) or `"occlusion"` (each word left out in
                 turn; its score is the target probability's fall).
             steps: integration steps for integrated gradients to start from (1 to
@@ -495,7 +495,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
                 most 1024 steps); the result says how many were used.
             tolerance: how far `completeness` may stay from 1; `None` keeps `steps`.
             target: the class to explain.
-            batch_size: rows per forward pass.
+            batch_size: rows per forward pass (integrated gradients fit more
+                path points of a short review into the tokens of `batch_size` full rows).
 
         Returns a list of dicts (`kgemma.model.explain.explain` lists the keys).
 

@@ -74,7 +74,10 @@ def explain(
     probabilities = keras.ops.convert_to_numpy(
         classifier.probabilities(classifier.logits_for_features(features, batch_size))
     )
-    upper = classifier.upper_stack(depth=0) if method == "integrated_gradients" else None
+    if method == "integrated_gradients":
+        # One upper stack and one (compiled) gradient function for all the reviews of a call.
+        upper = classifier.upper_stack(depth=0)
+        gradients = _gradient_function(upper)
     names = list(classifier.preprocessor.label_names)
     targets = [_target_index(target, names, p) for p in probabilities]
     results = []
@@ -83,7 +86,7 @@ def explain(
         result = {"text": text, "target": names[targets[i]], "probability": float(probabilities[i, targets[i]])}
         if method == "integrated_gradients":
             scores, delta, used = _integrated_gradients(
-                classifier, upper, ids, targets[i], steps, tolerance, batch_size
+                classifier, upper, gradients, ids, targets[i], steps, tolerance, batch_size
             )
             result.update(
                 steps=used,
@@ -136,13 +139,14 @@ def _adds_dummy_prefix(tokenizer):
     return tokenizer.id_to_token(int(np.asarray(tokenizer("a"))[0])).startswith(_SPACE)
 
 
-def _integrated_gradients(classifier, upper, ids, target, steps, tolerance, batch_size):
+def _integrated_gradients(classifier, upper, gradients, ids, target, steps, tolerance, batch_size):
     """Per-token attributions (float32, `<bos>` first), `F(x) - F(baseline)` and the steps used.
 
     The path integral is the trapezoid rule on `steps` intervals, halved until the
     attributions sum to within `tolerance` of `F(x) - F(baseline)` or `MAX_STEPS` is
     reached: each halving scores only the new midpoints, so reaching 2N steps costs N
-    more gradients. `upper` is `classifier.upper_stack(depth=0)`."""
+    more gradients. `upper` is `classifier.upper_stack(depth=0)`, `gradients` its
+    `_gradient_function`."""
     pad = classifier.preprocessor.tokenizer.pad_token_id
     baseline_ids = np.concatenate([ids[:1], np.full(len(ids) - 1, pad, dtype=ids.dtype)])
     x, baseline = (
@@ -152,14 +156,17 @@ def _integrated_gradients(classifier, upper, ids, target, steps, tolerance, batc
     mask = np.ones((1, len(ids)), dtype="int32")
     logits = _target_logits(upper, np.stack([baseline, x]), np.repeat(mask, 2, axis=0), target)
     delta = float(logits[1] - logits[0])
-    gradients = _gradient_function(upper, target)
+    # Path points per pass: `batch_size` rows of the model's full length, as many more
+    # rows as fit in the same tokens when the review is shorter (a 12-token review takes
+    # 64 steps in one pass at batch 8 and 128 tokens, not 8 passes).
+    rows = max(batch_size, batch_size * classifier.preprocessor.sequence_length // len(ids))
 
     def gradient_sum(alphas):
         total = np.zeros_like(x)
-        for start in range(0, len(alphas), batch_size):
-            chunk = alphas[start : start + batch_size].astype("float32")
+        for start in range(0, len(alphas), rows):
+            chunk = alphas[start : start + rows].astype("float32")
             path = baseline[None] + chunk[:, None, None] * (x - baseline)[None]
-            total += gradients(path, np.repeat(mask, len(chunk), axis=0)).sum(axis=0)
+            total += gradients(path, np.repeat(mask, len(chunk), axis=0), target).sum(axis=0)
         return total
 
     ends = gradient_sum(np.array([0.0, 1.0]))
@@ -182,26 +189,30 @@ def _target_logits(upper, hidden, mask, target):
     return keras.ops.convert_to_numpy(_logits(upper, keras.ops.convert_to_tensor(hidden), mask))[:, target]
 
 
-def _gradient_function(upper, target):
-    """`(hidden, mask) -> d logit[target] / d hidden` per row, float32 numpy, on any Keras
-    backend. On TensorFlow a `tf.function`: 128 steps of a 128-token review through the
-    real model took 69 s with it, 107 s eager (tracing included; 2 cores)."""
+def _gradient_function(upper):
+    """`(hidden, mask, target) -> d logit[target] / d hidden` per row, float32 numpy, on
+    any Keras backend. On TensorFlow a `tf.function` taking the target as a tensor, so that
+    one trace serves every review and class of a call (one per review traced the whole
+    model each time): 128 steps of a 128-token review through the real model took 69 s
+    with it, 107 s eager (tracing included; 2 cores)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
         @tf.function(autograph=False, reduce_retracing=True)
-        def gradients(hidden, mask):
+        def gradients(hidden, mask, target):
             with tf.GradientTape() as tape:
                 tape.watch(hidden)
-                total = tf.reduce_sum(_logits(upper, hidden, mask)[:, target])
+                total = tf.reduce_sum(tf.gather(_logits(upper, hidden, mask), target, axis=1))
             return tape.gradient(total, hidden)
 
-        return lambda hidden, mask: gradients(tf.constant(hidden), tf.constant(mask)).numpy()
+        return lambda hidden, mask, target: gradients(
+            tf.constant(hidden), tf.constant(mask), tf.constant(target, tf.int32)
+        ).numpy()
     if backend == "torch":
         import torch
 
-        def torch_gradients(hidden, mask):
+        def torch_gradients(hidden, mask, target):
             hidden = keras.ops.convert_to_tensor(hidden).detach().requires_grad_(True)
             (gradient,) = torch.autograd.grad(_logits(upper, hidden, mask)[:, target].sum(), hidden)
             return gradient.detach().cpu().numpy()
@@ -210,7 +221,9 @@ def _gradient_function(upper, target):
     if backend == "jax":
         import jax
 
-        return lambda hidden, mask: np.asarray(jax.grad(lambda h: _logits(upper, h, mask)[:, target].sum())(hidden))
+        return lambda hidden, mask, target: np.asarray(
+            jax.grad(lambda h: _logits(upper, h, mask)[:, target].sum())(hidden)
+        )
     raise ValueError(f"Integrated gradients need the TensorFlow, JAX or torch backend, not {backend}.")
 
 
