@@ -8,7 +8,8 @@ reviews whose sentiment one to three edited words flip, "A great film ..." / "A 
 
 - edit in top 3: the share of reviews whose edited words include one of the three words
   with the largest scores (either sign). An explanation that misses the edit is not
-  describing what decides these reviews.
+  describing what decides these reviews. A side whose edit only removed words ("not funny"
+  -> "funny") has no edited word of its own and is left out of this figure.
 - deletion: how much the explained class's probability falls when a review's top-k words
   (the largest scores for that class) are deleted, against k words chosen at random
   (the mean over several draws). A faithful method's top words matter more than chance.
@@ -104,16 +105,25 @@ def main():
     print(f"{len(texts) // 2} pairs, accuracy {result['accuracy']:.1%}")
     rng = np.random.default_rng(0)
     for method in METHODS:
-        started = time.perf_counter()
-        explanations = classifier.explain(texts, method=method)
-        seconds = time.perf_counter() - started
+        saved = f"{args.output}.{method}.json" if args.output else None
+        if saved and os.path.exists(saved):  # Explanations of an earlier run of the same command.
+            with open(saved) as f:
+                seconds, explanations = json.load(f)
+        else:
+            started = time.perf_counter()
+            explanations = classifier.explain(texts, method=method)
+            seconds = time.perf_counter() - started
+            if saved:
+                with open(saved, "w") as f:
+                    json.dump([seconds, explanations], f)
         edits = edit_indices(explanations)
-        ranks = np.array([rank_of(e, edit) for e, edit in zip(explanations, edits)])
+        ranks = np.array([rank_of(e, edit) for e, edit in zip(explanations, edits)], dtype=float)  # nan: no edit
+        ranked = ~np.isnan(ranks)
         figures = {
             "seconds_per_review": seconds / len(texts),
-            "edit_in_top3": float((ranks < 3).mean()),
-            "edit_top1": float((ranks == 0).mean()),
-            "pairs_both_sides_top3": float(((ranks[::2] < 3) & (ranks[1::2] < 3)).mean()),
+            "reviews_with_an_edited_word": int(ranked.sum()),
+            "edit_in_top3": float((ranks[ranked] < 3).mean()),
+            "edit_top1": float((ranks[ranked] == 0).mean()),
         }
         if method == "integrated_gradients":
             completeness = np.array([e["completeness"] for e in explanations], dtype=float)

@@ -32,7 +32,9 @@ def test_integrated_gradients_are_complete_and_read_back_as_the_review(classifie
 
 
 def test_occlusion_scores_each_word_by_the_probability_it_holds(classifier):
-    (result,) = classifier.explain(TEXTS[:1], method="occlusion")
+    calls = []
+    result, _ = classifier.explain(TEXTS[:2], method="occlusion", on_progress=lambda *done: calls.append(done))
+    assert calls == [(1, 2), (2, 2)]
     assert "".join(result["tokens"]) == TEXTS[0]
     assert result["tokens"][:2] == ["A", " wonderful,"]
     without_second = classifier.predict_proba(["A moving film with great acting."])

@@ -39,8 +39,11 @@ def test_the_notebook_runs_end_to_end(imdb_dir, tmp_path):
     text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert text.rstrip().endswith(sys.executable)
     assert "test accuracy" in text and "TF-IDF baseline" in text and "predicted" in text
-    # The reloaded adapter scores as the trained classifier (bfloat16 rounding apart).
+    # The reloaded adapter holds the trained weights exactly; in bfloat16 (eps 2**-8) two
+    # compiled scoring graphs may round differently: 1.3e-4 here, 1.1e-3 at the notebook's
+    # own sizes.
+    assert "same weights: True" in text
     difference = float(text.split("largest difference in probability: ")[1].split()[0])
-    assert difference < 1e-3
+    assert difference < 2**-8
     run = tmp_path / "runs" / "quickstart"
     assert (run / "adapter.npz").is_file() and (run / "eval" / "report.html").is_file()

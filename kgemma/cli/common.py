@@ -161,5 +161,6 @@ def progress_printer(label):
         bar.update(done - bar.pos)
         if done >= total:
             bar.__exit__(None, None, None)
+            del state["bar"]  # A later call (the next batch of explanations) starts a new bar.
 
     return update

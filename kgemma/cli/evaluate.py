@@ -308,7 +308,9 @@ def main(
         fingerprint = classifier.fingerprint()
         score = classifier_scorer(classifier, batch_size)
         if explain_count:
-            explain = classifier_explainer(classifier, explain_method, batch_size)
+            explain = classifier_explainer(
+                classifier, explain_method, batch_size, on_progress=progress_printer(f"Explaining ({explain_method})")
+            )
         if shard:
             return score_shard(shard, reviews, score, out, model_path, adapter_path, settings, fingerprint)
 

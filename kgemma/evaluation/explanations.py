@@ -42,17 +42,21 @@ def top_words(explanation, k=5):
     return [p for p in strip if p[1] > 0][:k], [p for p in strip[::-1] if p[1] < 0][:k]
 
 
-def highlight_html(explanation, marked=()):
-    """The review as HTML, each word's background green (for the explained class) or red
-    (against), its strength relative to the review's strongest word; a word's score shows
-    on hover. Words whose indices are in `marked` (e.g. a contrast pair's edit) are
-    underlined."""
+def word_colors(explanation):
+    """`(words, scores, colors)`: each word's RGBA colour (0-255, alpha 0-1), green for the
+    explained class and red against it, its alpha relative to the review's strongest word."""
     tokens, scores = words(explanation)
     scale = max((abs(s) for s in scores), default=0.0) or 1.0
+    colors = [(*(_FOR if s > 0 else _AGAINST), _MAX_ALPHA * abs(s) / scale) for s in scores]
+    return tokens, scores, colors
+
+
+def highlight_html(explanation, marked=()):
+    """The review as HTML, each word's background coloured by `word_colors`; a word's
+    score shows on hover. Words whose indices are in `marked` (e.g. a contrast pair's
+    edit) are underlined."""
     spans = []
-    for i, (token, score) in enumerate(zip(tokens, scores)):
-        red, green, blue = _FOR if score > 0 else _AGAINST
-        alpha = _MAX_ALPHA * abs(score) / scale
+    for i, (token, score, (red, green, blue, alpha)) in enumerate(zip(*word_colors(explanation))):
         style = f"background:rgba({red},{green},{blue},{alpha:.2f})"
         if i in marked:
             style += ";text-decoration:underline 2px;font-weight:bold"

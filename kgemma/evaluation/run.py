@@ -38,7 +38,7 @@ def classifier_scorer(classifier, batch_size=8):
 
 def classifier_explainer(classifier, method=EXPLAIN_METHOD, batch_size=8, **options):
     """`texts -> explanations` for `run_evaluation(explain=...)`, by `classifier.explain`
-    (`options`: its `steps`, `tolerance`)."""
+    (`options`: its `steps`, `tolerance`, `on_progress`)."""
 
     def explain(texts):
         return classifier.explain(texts, method=method, batch_size=batch_size, **options)

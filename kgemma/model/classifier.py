@@ -479,6 +479,7 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         tolerance=DEFAULT_TOLERANCE,
         target=None,
         batch_size=8,
+        on_progress=None,
     ):
         """Which words decided each review: per review its tokens, one score per token
         for `target` (default: the predicted class; a label name or index), the target's
@@ -497,6 +498,8 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
             target: the class to explain.
             batch_size: rows per forward pass (integrated gradients fit more
                 path points of a short review into the tokens of `batch_size` full rows).
+            on_progress: `(done, total) -> None`, called after each review (e.g. a
+                progress bar: an explanation can take minutes per review).
 
         Returns a list of dicts (`kgemma.model.explain.explain` lists the keys).
 
@@ -509,7 +512,14 @@ class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
         if self.preprocessor is None:
             raise ValueError("explain needs a preprocessor; this classifier has none.")
         return explain_texts(
-            self, texts, method=method, steps=steps, tolerance=tolerance, target=target, batch_size=batch_size
+            self,
+            texts,
+            method=method,
+            steps=steps,
+            tolerance=tolerance,
+            target=target,
+            batch_size=batch_size,
+            on_progress=on_progress,
         )
 
     def classify(self, texts, batch_size=8):

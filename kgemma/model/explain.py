@@ -47,6 +47,7 @@ def explain(
     tolerance=DEFAULT_TOLERANCE,
     target=None,
     batch_size=8,
+    on_progress=None,
 ):
     """Per review: its tokens (or words, for occlusion), one score each for `target`
     (default: the predicted class), the target's probability and the method's check.
@@ -99,6 +100,8 @@ def explain(
             words, scores = _occlusion(classifier, ids, targets[i], result["probability"], batch_size)
             result.update(tokens=words, scores=scores)
         results.append({**result, "method": method})
+        if on_progress is not None:
+            on_progress(i + 1, len(texts))
     return results
 
 
