@@ -76,9 +76,7 @@ def explain(
         classifier.probabilities(classifier.logits_for_features(features, batch_size))
     )
     if method == "integrated_gradients":
-        # One upper stack and one (compiled) gradient function for all the reviews of a call.
-        upper = classifier.upper_stack(depth=0)
-        gradients = _gradient_function(upper)
+        upper, gradients = _upper_and_gradients(classifier)
     names = list(classifier.preprocessor.label_names)
     targets = [_target_index(target, names, p) for p in probabilities]
     results = []
@@ -183,6 +181,17 @@ def _integrated_gradients(classifier, upper, gradients, ids, target, steps, tole
         steps *= 2
 
 
+def _upper_and_gradients(classifier):
+    """The whole model from the embeddings up and its gradient function, built once per
+    classifier and reused by every call (each new gradient function traces the whole model
+    again). Views sharing the classifier's weights, kept off its tracked attributes as its
+    scoring models are, so they are never saved with it."""
+    if not hasattr(classifier, "_kgemma_gradients"):
+        upper = classifier.upper_stack(depth=0)
+        object.__setattr__(classifier, "_kgemma_gradients", (upper, _gradient_function(upper)))
+    return classifier._kgemma_gradients
+
+
 def _logits(upper, hidden, mask):
     outputs = upper({"hidden_states": keras.ops.cast(hidden, upper.compute_dtype), "padding_mask": mask})
     return keras.ops.cast(outputs, "float32")
@@ -194,15 +203,21 @@ def _target_logits(upper, hidden, mask, target):
 
 def _gradient_function(upper):
     """`(hidden, mask, target) -> d logit[target] / d hidden` per row, float32 numpy, on
-    any Keras backend. On TensorFlow a `tf.function` taking the target as a tensor, so that
-    one trace serves every review and class of a call (one per review traced the whole
-    model each time): 128 steps of a 128-token review through the real model took 69 s
-    with it, 107 s eager (tracing included; 2 cores)."""
+    any Keras backend. On TensorFlow a `tf.function` traced once, for any batch, length
+    and class (the target is a tensor): one trace per review, or per new batch shape,
+    traced the whole model again each time. 128 steps of a 128-token review through the
+    real model took 69 s compiled, 107 s eager (tracing included; 2 cores)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        @tf.function(autograph=False, reduce_retracing=True)
+        signature = [
+            tf.TensorSpec([None, None, None], tf.float32),
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ]
+
+        @tf.function(autograph=False, input_signature=signature)
         def gradients(hidden, mask, target):
             with tf.GradientTape() as tape:
                 tape.watch(hidden)
