@@ -49,26 +49,24 @@ def edit_indices(explanations):
 
 
 def deletion_drops(classifier, explanations, k, draws, rng):
-    """Mean fall of the explained class's probability after deleting the top-k words, and
-    after deleting k random words (mean over `draws`), per review."""
-    texts, owners = [], []
-    for i, e in enumerate(explanations):
+    """Per review, the fall of the explained class's probability after deleting its top-k
+    words, and after deleting k random words (mean over `draws`)."""
+    texts = []
+    for e in explanations:
         tokens, scores = words(e)
         chosen = [np.argsort(-np.asarray(scores), kind="stable")[:k]]
         chosen += [rng.choice(len(tokens), size=min(k, len(tokens)), replace=False) for _ in range(draws)]
-        for c in chosen:
-            kept = [t for j, t in enumerate(tokens) if j not in set(c.tolist())]
-            texts.append("".join(kept).strip() or ".")
-            owners.append(i)
-    probabilities = classifier.predict_proba(texts)
+        for deleted in map(set, chosen):
+            texts.append("".join(t for j, t in enumerate(tokens) if j not in deleted).strip() or ".")
+    # Each review has 1 + draws rows, in order: the top-k deletion, then the random ones.
+    probabilities = classifier.predict_proba(texts).reshape(len(explanations), 1 + draws, -1)
     names = list(classifier.preprocessor.label_names)
-    top, random = [], []
-    for i, e in enumerate(explanations):
-        rows = [r for r, owner in enumerate(owners) if owner == i]
-        falls = e["probability"] - probabilities[rows, names.index(e["target"])]
-        top.append(float(falls[0]))
-        random.append(float(falls[1:].mean()))
-    return np.array(top), np.array(random)
+    targets = [names.index(e["target"]) for e in explanations]
+    falls = (
+        np.array([e["probability"] for e in explanations])[:, None]
+        - probabilities[np.arange(len(explanations)), :, targets]
+    )
+    return falls[:, 0], falls[:, 1:].mean(axis=1)
 
 
 def long_reviews(data, tokens, n, classifier):

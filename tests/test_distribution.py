@@ -59,9 +59,11 @@ def test_a_model_parallel_classifier_on_two_devices_matches_one_device(tmp_path)
     assert_same_run(result)
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="checks the TensorFlow backend's refusal: make test runs this on TensorFlow",
+)
 def test_model_parallel_on_tensorflow_names_the_backend_it_needs():
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("checks the TensorFlow backend's refusal")
     with pytest.raises(ValueError, match="needs the JAX backend"):
         create_distribution("model")
     with pytest.raises(ValueError, match="distribution must be one of"):

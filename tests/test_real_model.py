@@ -92,9 +92,11 @@ def test_fused_blocks_score_real_reviews_as_keras_hub_does(classifier, reviews):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="a raw-text SavedModel is written from the TensorFlow backend: make test runs this on TensorFlow",
+)
 def test_the_real_model_exported_serves_raw_text_in_plain_tensorflow(classifier, reviews, tmp_path):
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("a raw-text SavedModel is written from the TensorFlow backend")
     randomize_head(classifier)
     classifier.export(tmp_path / "served", verbose=False)
     (served,) = serve_in_plain_tensorflow(tmp_path / "served", list(reviews.texts))

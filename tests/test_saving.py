@@ -194,9 +194,11 @@ def test_presets_lists_what_from_preset_loads():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="a raw-text SavedModel is written from the TensorFlow backend: make test runs this on TensorFlow",
+)
 def test_an_exported_saved_model_serves_raw_text_as_predict_proba_does(make_classifier, tmp_path):
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("a raw-text SavedModel is written from the TensorFlow backend")
     clf = randomize_head(make_classifier(kind="gemma3"))
     clf.temperature = 1.7
     texts = ["A wonderful film.", "Dull <br /> and long, far too long. " * 6, "Not bad at all."]

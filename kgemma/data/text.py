@@ -27,3 +27,10 @@ def clean_text(text):
     for entity, char in ENTITIES.items():
         text = text.replace(entity, char)
     return re.sub(SPACE, " ", text).strip()
+
+
+def word_spans(pieces):
+    """`(start, end)` index pairs grouping text pieces (a tokenizer's, as text) into words:
+    a word starts at the first piece and at each piece that starts with whitespace."""
+    starts = [i for i, piece in enumerate(pieces) if i == 0 or piece[:1].isspace()]
+    return list(zip(starts, starts[1:] + [len(pieces)]))

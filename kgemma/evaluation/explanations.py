@@ -11,6 +11,8 @@ import html
 
 import numpy as np
 
+from kgemma.data.text import word_spans
+
 # Green for evidence for the explained class, red for evidence against it (the colours
 # LIT and Captum's text views use), at most this opaque for the strongest word.
 _FOR, _AGAINST = (22, 163, 74), (220, 38, 38)
@@ -18,20 +20,14 @@ _MAX_ALPHA = 0.85
 
 
 def words(explanation):
-    """`(words, scores)`: integrated gradients' token pieces joined into words (a piece
-    starting with a space starts a word; a word's score is its pieces' sum), occlusion's
-    words as they are; an explanation a report kept has its words already."""
+    """`(words, scores)`: integrated gradients' token pieces joined into words as occlusion
+    groups them (`kgemma.data.text.word_spans`; a word's score is its pieces' sum),
+    occlusion's words as they are; an explanation a report kept has its words already."""
     if "words" in explanation:
         return explanation["words"], explanation["scores"]
-    merged, scores = [], []
-    for piece, score in zip(explanation["tokens"], explanation["scores"]):
-        if merged and not piece.startswith((" ", "\n")) and not merged[-1].endswith((" ", "\n")):
-            merged[-1] += piece
-            scores[-1] += score
-        else:
-            merged.append(piece)
-            scores.append(score)
-    return merged, scores
+    pieces, scores = explanation["tokens"], explanation["scores"]
+    spans = word_spans(pieces)
+    return ["".join(pieces[a:b]) for a, b in spans], [float(sum(scores[a:b])) for a, b in spans]
 
 
 def top_words(explanation, k=5):
@@ -93,10 +89,15 @@ def _explained(explanation):
     return kept
 
 
+def mistake_lists(metrics):
+    """The report's lists of confident mistakes: overall, then each slice's."""
+    return [metrics["mistakes"]["overall"], *metrics["mistakes"]["per_slice"].values()]
+
+
 def explain_mistakes(metrics, reviews, explain, n):
     """Add an `explanation` to the first `n` listed mistakes, overall and in each slice
     (each review explained once), by `explain: texts -> explanations`."""
-    lists = [metrics["mistakes"]["overall"], *metrics["mistakes"]["per_slice"].values()]
+    lists = mistake_lists(metrics)
     chosen = sorted({m["index"] for mistakes in lists for m in mistakes[:n]})
     if not chosen:
         return

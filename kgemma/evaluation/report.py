@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from kgemma.evaluation.explanations import highlight_html
+from kgemma.evaluation.explanations import mistake_lists
 from kgemma.evaluation.explanations import rank_of
 from kgemma.evaluation.explanations import top_words
 
@@ -307,8 +308,7 @@ def _mistakes_html(mistakes):
 
 
 def _has_explanations(metrics):
-    lists = [metrics["mistakes"]["overall"], *metrics["mistakes"]["per_slice"].values()]
-    return any("explanation" in m for mistakes in lists for m in mistakes)
+    return any("explanation" in m for mistakes in mistake_lists(metrics) for m in mistakes)
 
 
 def write_report(metrics, output_dir, formats=("json", "md", "html"), history=None, title="kgemma evaluation"):

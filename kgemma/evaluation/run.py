@@ -15,6 +15,7 @@ from kgemma.evaluation.explanations import explain_pairs
 from kgemma.evaluation.predictions import stream_predictions
 from kgemma.evaluation.report import write_report
 from kgemma.evaluation.slices import BUILTIN_SLICES
+from kgemma.evaluation.suite import MISTAKES_PER_SLICE
 from kgemma.evaluation.suite import evaluate_predictions
 
 REPORT_FORMATS = ("json", "md", "html")
@@ -153,7 +154,7 @@ def run_evaluation(
         temperature=None if temperature == 1.0 else temperature,
         baseline_probabilities=baseline_probabilities,
         contrast=contrast,
-        mistakes_per_slice=max(3, explain_count if explain is not None else 0),
+        mistakes_per_slice=max(MISTAKES_PER_SLICE, explain_count if explain is not None else 0),
         seed=seed,
     )
     if explain is not None and explain_count:

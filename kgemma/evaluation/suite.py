@@ -16,6 +16,9 @@ from kgemma.evaluation.slices import BUILTIN_SLICES
 from kgemma.evaluation.slices import slice_masks
 
 SCHEMA_VERSION = 1
+# Confident mistakes listed in a report: overall, and per slice unless asked for more.
+MISTAKES_OVERALL = 10
+MISTAKES_PER_SLICE = 3
 
 
 def slice_rows(reviews, n_tokens, sequence_length):
@@ -69,7 +72,7 @@ def evaluate_predictions(
     temperature=None,
     baseline_probabilities=None,
     contrast=None,
-    mistakes_per_slice=3,
+    mistakes_per_slice=MISTAKES_PER_SLICE,
     seed=0,
 ):
     """The whole evaluation of one model's predictions on `reviews`.
@@ -108,7 +111,7 @@ def evaluate_predictions(
         "slice_descriptions": {s.name: s.description for s in slices},
         "contrast": [{"name": name, **values} for name, values in (contrast or [])],
         "mistakes": {
-            "overall": confident_mistakes(reviews, probabilities, k=10),
+            "overall": confident_mistakes(reviews, probabilities, k=MISTAKES_OVERALL),
             "per_slice": {
                 name: confident_mistakes(reviews, probabilities, k=mistakes_per_slice, mask=mask)
                 for name, mask in masks.items()

@@ -22,6 +22,7 @@ import re
 import keras
 import numpy as np
 
+from kgemma.data.text import word_spans
 from kgemma.model.frozen_prefix import embed_tokens
 from kgemma.model.text import check_not_empty
 from kgemma.model.text import check_texts
@@ -249,8 +250,7 @@ def _occlusion(classifier, ids, target, probability, batch_size):
     """Words (pieces grouped at word starts) and, per word, the target probability's
     fall when the word's tokens are left out."""
     pieces = token_pieces(classifier.preprocessor.tokenizer, ids[1:])
-    starts = [i for i, piece in enumerate(pieces) if i == 0 or piece.startswith(" ")]
-    spans = list(zip(starts, starts[1:] + [len(pieces)]))
+    spans = word_spans(pieces)
     words = ["".join(pieces[a:b]) for a, b in spans]
     # Each occluded review: <bos> and every token outside the word, as token ids.
     rows = [np.concatenate([ids[:1], ids[1:][:a], ids[1:][b:]]) for a, b in spans]
