@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 
 # The console scripts setup.cfg declares.
-COMMANDS = frozenset({"kgemma-train", "kgemma-eval", "kgemma-predict"})
+COMMANDS = frozenset({"kgemma-train", "kgemma-eval", "kgemma-predict", "kgemma-launch"})
 VERBOSE_FLAG = "--verbose"
 
 # Known lines, matched by their source file (TensorFlow 2.21, TensorFlow Text's SentencePiece).

@@ -14,6 +14,7 @@ from kgemma.model.dtypes import DTYPE_CHOICES
 from kgemma.model.lora import LORA_TARGETS
 from kgemma.model.pooling import POOLING_MODES
 from kgemma.model.truncation import TRUNCATIONS
+from kgemma.scaling.distribution import WorkerLostError
 from kgemma.training.config import SCHEDULES
 from kgemma.training.config import TrainingConfig
 from kgemma.training.recipes import RECIPES
@@ -256,20 +257,23 @@ def main(
     config = recipe_config(recipe, **given)
     source = data_source or default_imdb_source()
     fields = file_fields(text_field, label_field)
-    _, summary = run_training(
-        config,
-        output_dir,
-        preset=preset,
-        data_source=source,
-        data_dir=data_dir,
-        resume=resume,
-        save_keras=save_keras,
-        verbose=0 if quiet else 1,
-        prefix_cache=prefix_cache,
-        callbacks=None if tensorboard_dir is None else [TensorBoard(tensorboard_dir)],
-        distribution=make_distribution(distribution, devices, model_parallel, multi_worker, preset),
-        **fields,
-    )
+    try:
+        _, summary = run_training(
+            config,
+            output_dir,
+            preset=preset,
+            data_source=source,
+            data_dir=data_dir,
+            resume=resume,
+            save_keras=save_keras,
+            verbose=0 if quiet else 1,
+            prefix_cache=prefix_cache,
+            callbacks=None if tensorboard_dir is None else [TensorBoard(tensorboard_dir)],
+            distribution=make_distribution(distribution, devices, model_parallel, multi_worker, preset),
+            **fields,
+        )
+    except WorkerLostError as e:
+        raise click.ClickException(f"{e} Its last checkpoint is kept: add --resume to go on from it.") from e
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"Outputs in {output_dir}: adapter.npz, summary.json, history.*, learning_curve.png")
 

@@ -1,6 +1,7 @@
 """Running on many devices: distribution plans on Keras's engines, memory and cost estimates."""
 
 from kgemma.scaling.distribution import STRATEGIES
+from kgemma.scaling.distribution import WorkerLostError
 from kgemma.scaling.distribution import create_distribution
 from kgemma.scaling.distribution import gemma_layout_map
 from kgemma.scaling.memory import KNOWN_CONFIGS

@@ -18,6 +18,8 @@ class SingleDevice:
     """No distribution: Keras's own steps on the default device."""
 
     replicas = 1
+    # This process's place among the workers: several only with `--multi-worker`.
+    worker, workers, is_chief = 0, 1, True
 
     def scope(self):
         return contextlib.nullcontext()
@@ -63,46 +65,155 @@ class KerasDistribution(SingleDevice):
 
 
 class TensorFlowStrategy(SingleDevice):
-    """A `tf.distribute` strategy; each step's batch is split across its replicas."""
+    """A `tf.distribute` strategy; each step's batch is split across its replicas,
+    and across its workers when there are several (`MultiWorkerMirroredStrategy`)."""
 
     def __init__(self, strategy, name):
         self.strategy = strategy
         self.name = name
         self.replicas = strategy.num_replicas_in_sync
+        self.worker, self.workers, self.is_chief = _worker_of(strategy.cluster_resolver)
 
     def scope(self):
         return self.strategy.scope()
 
-    def train_on_batch(self, model, x, y):
+    def _distribute(self, arrays, rows):
+        """`arrays` (a tuple or dict of `rows` rows) as one distributed batch: replica
+        r (counted over all workers) gets rows `r*k .. (r+1)*k - 1`, k = rows / replicas.
+        Each worker builds only its own replicas' rows."""
         import tensorflow as tf
 
-        # A one-batch dataset, distributed: each replica gets len(y) / replicas rows,
-        # and Keras's train step sums the replicas' gradients.
-        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(y))
-        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        per_replica = rows // self.replicas
+
+        def dataset(context):
+            share = rows // context.num_input_pipelines
+            start = context.input_pipeline_id * share
+            mine = tf.nest.map_structure(lambda a: a[start : start + share], arrays)
+            return tf.data.Dataset.from_tensor_slices(mine).batch(per_replica)
+
+        return next(iter(self.strategy.distribute_datasets_from_function(dataset)))
+
+    def train_on_batch(self, model, x, y):
+        with _worker_losses(self.workers):
+            return self._train_on_batch(model, x, y)
+
+    def predict_on_batch(self, model, x):
+        with _worker_losses(self.workers):
+            return self._predict_on_batch(model, x)
+
+    def _train_on_batch(self, model, x, y):
+        # Keras's train step divides each replica's loss by the number of replicas,
+        # so the all-reduced gradient is the whole batch's.
+        batch = self._distribute((x, y), len(y))
         with self.strategy.scope():
             if not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
-            model.make_train_function()
             model.reset_metrics()
-            logs = model.train_function(iterator)
+            if self.workers > 1:
+                logs = self._step(model, "train", model.train_step, lambda v: self.strategy.reduce("MEAN", v, None))(
+                    batch
+                )
+            else:
+                model.make_train_function()
+                logs = model.train_function([batch])
         return {k: float(v) for k, v in logs.items()}
 
-    def predict_on_batch(self, model, x):
+    def _predict_on_batch(self, model, x):
         import numpy as np
-        import tensorflow as tf
 
         # Keras's own predict_on_batch would run the whole batch on every replica.
         n = len(next(iter(x.values())))
         extra = -n % self.replicas  # Repeat the last row so the batch splits evenly.
         x = {k: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for k, v in x.items()}
-        dataset = tf.data.Dataset.from_tensor_slices(x).batch(n + extra)
-        batch = next(iter(self.strategy.experimental_distribute_dataset(dataset)))
+        batch = self._distribute(x, n + extra)
+        if self.workers > 1:
+            # Keras gathers the replicas' outputs with a collective that takes no bfloat16
+            # (TensorFlow 2.21): this gathers float32, which holds every bfloat16 exactly.
+            return self._step(model, "predict", _float32_predict(model), self._gather)(batch).numpy()[:n]
         model.make_predict_function()
         return np.asarray(model.predict_function([(batch,)]))[:n]
 
+    def _gather(self, value):
+        # Replica order is global order: worker 0's replicas, then worker 1's (`_distribute`).
+        return self.strategy.gather(value, axis=0)
+
+    def _step(self, model, kind, step, gather):
+        """Keras's step for one distributed batch across workers: `step` on every
+        replica, its outputs brought together by `gather` (a `tf.function`, built once
+        per model). Keras's own train and predict functions are not used with several
+        workers: their mean of the logs fails on scalars there (Keras 3.15, TensorFlow
+        issue 72388: "Invalid reduction dimension 0 for input with 0 dimensions")."""
+        import tensorflow as tf
+
+        functions = self.__dict__.setdefault("_functions", {})
+        key = (id(model), kind)
+        if key not in functions:
+            inner = tf.function(step, jit_compile=model.jit_compile is True, reduce_retracing=True)
+
+            @tf.function(reduce_retracing=True)
+            def distributed(batch):
+                return tf.nest.map_structure(gather, self.strategy.run(inner, args=(batch,)))
+
+            functions[key] = (model, distributed)  # The model kept alive, so its id stays its own.
+        return functions[key][1]
+
     def describe(self):
-        return {"strategy": self.name, "backend": "tensorflow", "replicas": self.replicas}
+        described = {"strategy": self.name, "backend": "tensorflow", "replicas": self.replicas}
+        if self.workers > 1:
+            described.update(workers=self.workers, worker=self.worker)
+        return described
+
+
+class WorkerLostError(RuntimeError):
+    """Another worker of a multi-worker run stopped (it died, or cannot be reached),
+    so this one cannot go on; a run that checkpoints can be resumed by all of them."""
+
+
+@contextlib.contextmanager
+def _worker_losses(workers):
+    """TensorFlow's errors for a collective whose peer is gone, as a `WorkerLostError`
+    that says so in one line. (A dead peer is noticed by its missing heartbeats in
+    about ten seconds; `COLLECTIVE_TIMEOUT_SECONDS` bounds a peer that hangs.)"""
+    if workers == 1:
+        yield
+        return
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as e:
+        raise WorkerLostError(f"Lost contact with another worker ({_lost_cause(e)}), so this one stopped too.") from e
+
+
+def _lost_cause(error):
+    """What TensorFlow said about the lost worker, in a few words."""
+    import re
+
+    text = str(error)
+    if "unhealthy" in text:
+        tasks = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text.split("unhealthy", 1)[1])
+        names = ", ".join(f"{job} {task}" for job, task in dict.fromkeys(tasks)) or "a worker"
+        return f"{names} stopped sending heartbeats"
+    return f"{type(error).__name__}: {text.strip().splitlines()[0][:200]}"
+
+
+def _float32_predict(model):
+    import tensorflow as tf
+
+    return lambda batch: tf.cast(model(batch, training=False), tf.float32)
+
+
+def _worker_of(resolver):
+    """`(index, workers, is_chief)` of this process in a `tf.distribute` cluster; the
+    chief is the `chief` task, or worker 0 when there is none (TensorFlow's rule)."""
+    jobs = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not jobs:
+        return 0, 1, True
+    workers = sum(len(tasks) for job, tasks in jobs.items() if job in ("chief", "worker"))
+    task_type, task_id = resolver.task_type, resolver.task_id or 0
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in jobs)
+    index = task_id + (1 if task_type == "worker" and "chief" in jobs else 0)
+    return index, workers, chief
 
 
 def _accelerators():
@@ -170,6 +281,11 @@ def create_distribution(strategy="none", devices=None, model_parallel=None, back
         return SingleDevice()
     backend = keras.backend.backend()
     if backend == "jax":
+        if multi_worker:
+            raise ValueError(
+                "--multi-worker runs on TensorFlow's MultiWorkerMirroredStrategy; on JAX, start each process with "
+                "keras.distribution.initialize() and use --distribution data."
+            )
         return _jax_distribution(strategy, devices, model_parallel, backbone_config)
     if backend == "tensorflow":
         return _tensorflow_strategy(strategy, devices, multi_worker)
@@ -209,7 +325,64 @@ def _tensorflow_strategy(strategy, devices, multi_worker):
             "Model parallelism runs on keras.distribution, which needs the JAX backend: set KERAS_BACKEND=jax."
         )
     if multi_worker:
-        return TensorFlowStrategy(tf.distribute.MultiWorkerMirroredStrategy(), "multi_worker_mirrored")
+        return TensorFlowStrategy(_multi_worker_strategy(), "multi_worker_mirrored")
     gpus = tf.config.list_logical_devices("GPU")
     available = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     return TensorFlowStrategy(tf.distribute.MirroredStrategy(devices=_pick(available, devices)), "mirrored")
+
+
+# How long a collective (an all-reduce, a broadcast) waits for the other workers: a
+# worker that died must stop the run with an error, not leave the others waiting forever.
+# Long enough for the slowest step or the prefix pass of a large batch on a CPU.
+COLLECTIVE_TIMEOUT_SECONDS = 600.0
+
+
+def _multi_worker_strategy():
+    """`MultiWorkerMirroredStrategy` over the workers `TF_CONFIG` names, with a
+    timeout on its collectives, its variables' first values sent as float32 when
+    they are bfloat16 (`_broadcast_bfloat16_as_float32`)."""
+    import os
+
+    import tensorflow as tf
+
+    if "TF_CONFIG" not in os.environ:
+        raise ValueError(
+            "--multi-worker needs TF_CONFIG naming the workers and this one's index; on one host, "
+            "kgemma-launch --workers N -- COMMAND sets it for each worker."
+        )
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    _broadcast_bfloat16_as_float32(strategy.extended)
+    return strategy
+
+
+def _broadcast_bfloat16_as_float32(extended):
+    """The chief sends each new variable's first value to the other workers with a
+    collective broadcast, which on CPU takes no bfloat16 (TensorFlow 2.21: "Value for
+    attr 'T' of bfloat16 is not in the list of allowed values"). Send those values as
+    float32, exact for every bfloat16, and cast them back on arrival. (A private
+    method of the strategy, wrapped on this one instance; tests/test_launch.py trains
+    a bfloat16 model on two workers, so a TensorFlow that changes it fails there.)"""
+    import tensorflow as tf
+
+    original = extended._get_variable_creator_initial_value
+
+    def initial_value(replica_id, device, primary_var, **kwargs):
+        dtype = kwargs.get("dtype")
+        if replica_id != 0 or dtype is None or tf.as_dtype(dtype) != tf.bfloat16:
+            return original(replica_id=replica_id, device=device, primary_var=primary_var, **kwargs)
+        value = kwargs["initial_value"]
+
+        def as_float32():
+            v = value() if callable(value) else value
+            return tf.cast(tf.convert_to_tensor(getattr(v, "wrapped_value", v), dtype=tf.bfloat16), tf.float32)
+
+        sent = original(
+            replica_id=replica_id,
+            device=device,
+            primary_var=primary_var,
+            **{**kwargs, "initial_value": as_float32, "dtype": tf.float32},
+        )
+        return lambda: tf.cast(sent(), tf.bfloat16)
+
+    extended._get_variable_creator_initial_value = initial_value

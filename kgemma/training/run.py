@@ -61,13 +61,17 @@ def load_training_data(source, config, data_dir=None, eval_source=None, **fields
     return train, validation, report
 
 
-def _check_run_dir(run_dir, run_settings, resume):
+def _check_run_dir(run_dir, run_settings, resume, is_chief=True):
     """Refuse to overwrite a run, or to resume one with different settings.
 
     Returns whether there is a checkpoint to resume from: a run killed before its
-    first checkpoint is started again from the beginning by `resume`.
+    first checkpoint is started again from the beginning by `resume`. Of several
+    workers, the chief alone refuses to overwrite: the others may look after it has
+    written the new run's settings.
     """
     saved = run_dir / RUN_FILE
+    if not resume and not is_chief:
+        return False
     if not resume:
         if saved.is_file():
             raise FileExistsError(
@@ -145,10 +149,10 @@ def run_training(
         "data_source": None if data_source is None else str(data_source),
         "fields": fields,
     }
-    has_checkpoint = _check_run_dir(run_dir, run_settings, resume)
+    plan = distribution or SingleDevice()
+    has_checkpoint = _check_run_dir(run_dir, run_settings, resume, plan.is_chief)
     if resume and not has_checkpoint:  # Shown even when quiet: it is not progress, it is news.
         print(f"{run_dir} stopped before its first checkpoint: starting it again from the beginning.")
-    plan = distribution or SingleDevice()
     train, validation, data_report = load_training_data(data_source, config, data_dir, **fields)
     # Seed before building: it fixes the LoRA and head initialization.
     keras.utils.set_random_seed(config.seed)
@@ -159,7 +163,8 @@ def run_training(
         config = dataclasses.replace(config, frozen_int8=classifier.frozen_int8)
         run_settings["config"] = config.to_dict()
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_text_atomically(run_dir / RUN_FILE, json.dumps(run_settings, indent=2))
+    if plan.is_chief:
+        save_text_atomically(run_dir / RUN_FILE, json.dumps(run_settings, indent=2))
     history, progress = fit(
         classifier,
         train,
@@ -172,15 +177,19 @@ def run_training(
         prefix_cache=prefix_cache,
         callbacks=callbacks,
     )
+    summary = _summary(classifier, config, data_report, history, progress, time.perf_counter() - started)
+    summary["distribution"] = plan.describe()
+    if plan.is_chief:  # Every worker ends with the same weights; one writes them.
+        _save_outputs(run_dir, classifier, history, summary, save_keras)
+    return classifier, summary
 
+
+def _save_outputs(run_dir, classifier, history, summary, save_keras):
     classifier.save_adapter(run_dir / "adapter.npz")
     if save_keras:
         classifier.save(run_dir / "model.keras")
     history.plot(run_dir / "learning_curve.png")
-    summary = _summary(classifier, config, data_report, history, progress, time.perf_counter() - started)
-    summary["distribution"] = plan.describe()
     save_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2))
-    return classifier, summary
 
 
 def _summary(classifier, config, data_report, history, progress, wall_seconds):

@@ -208,7 +208,9 @@ def fit(
 
     With a `distribution` plan (`kgemma.scaling.create_distribution`; the classifier
     built in its scope), each step's batch is split across its replicas; the last
-    batch of an epoch drops the rows that do not split evenly.
+    batch of an epoch drops the rows that do not split evenly. With several workers
+    (`--multi-worker`), every worker runs `fit` on the same data and only the chief
+    writes; `run_dir` must be the same storage for all of them, for `resume`.
 
     Writes `checkpoint.npz` every `config.checkpoint_every` steps and at each epoch
     end, and `history.*` alongside; with `resume=True` it continues from the last
@@ -233,10 +235,15 @@ def fit(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    plan = distribution or SingleDevice()
+    if prefix_cache is not None and plan.workers > 1:
+        raise ValueError(
+            "A prefix cache folder cannot be shared by several workers: one could map an entry while another "
+            "computes it, and their steps would no longer match. Leave out --prefix-cache with --multi-worker."
+        )
     features = tokenize(classifier.preprocessor, train.texts)
     val_features = tokenize(classifier.preprocessor, validation.texts)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    plan = distribution or SingleDevice()
     if config.batch_size % plan.replicas:
         raise ValueError(
             f"batch_size {config.batch_size} does not split across {plan.replicas} data-parallel replicas."
@@ -250,7 +257,8 @@ def fit(
 
     progress, best_weights, history = _fresh_progress(), None, History()
     if resume:
-        progress, best_weights = load_state(run_dir / CHECKPOINT, model)
+        with plan.scope():  # The optimizer's state, if built here, mirrored like its weights.
+            progress, best_weights = load_state(run_dir / CHECKPOINT, model)
         history = History.load(run_dir, up_to_step=progress["global_step"], epochs_done=progress["epoch"])
         if verbose:
             print(f"Resuming at epoch {progress['epoch'] + 1}, step {progress['step']} of {steps_per_epoch}.")
@@ -263,6 +271,8 @@ def fit(
     callbacks.on_train_begin({"global_step": progress["global_step"]})
 
     def checkpoint():
+        if not plan.is_chief:  # Every worker holds the same state; one writes it.
+            return
         # History first: a run killed between the two writes resumes from the older
         # checkpoint and drops the newer history steps (`up_to_step`); the other order
         # would resume past a step the history never recorded.

@@ -1,0 +1,274 @@
+"""kgemma-launch and multi-worker runs: real worker processes on 127.0.0.1."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kgemma.cli.launch import main as launch_main
+from kgemma.scaling.distribution import SingleDevice
+from kgemma.scaling.launch import launch
+from kgemma.scaling.launch import worker_command
+from kgemma.scaling.launch import worker_environments
+from kgemma.training import TrainingConfig
+from kgemma.training import run_training
+from kgemma.training.trainer import read_progress
+from tests.conftest import train_cli_args
+
+needs_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="multi-worker training runs on TensorFlow's strategy: make test runs this on TensorFlow",
+)
+
+
+def test_each_worker_is_told_the_cluster_and_its_place_in_it():
+    environments = worker_environments(3, ports=[5000, 5001, 5002], threads=1)
+    for index, env in enumerate(environments):
+        tf_config = json.loads(env["TF_CONFIG"])
+        assert tf_config == {
+            "cluster": {"worker": ["127.0.0.1:5000", "127.0.0.1:5001", "127.0.0.1:5002"]},
+            "task": {"type": "worker", "index": index},
+        }
+        assert env["KERAS_DISTRIBUTION_JOB_ADDRESSES"] == "127.0.0.1:5000,127.0.0.1:5001,127.0.0.1:5002"
+        assert (env["KERAS_DISTRIBUTION_NUM_PROCESSES"], env["KERAS_DISTRIBUTION_PROCESS_ID"]) == ("3", str(index))
+        assert env["TF_NUM_INTRAOP_THREADS"] == "1"
+    ports = {json.loads(e["TF_CONFIG"])["cluster"]["worker"][0] for e in worker_environments(2)}
+    assert len(ports) == 1, "every worker must be told the same addresses"
+    assert worker_command(["eval", "--shard", "{worker}/{workers}", "s{worker}"], 1, 4) == [
+        "eval",
+        "--shard",
+        "1/4",
+        "s1",
+    ]
+    with pytest.raises(ValueError, match="at least 1"):
+        worker_environments(0)
+
+
+def test_launch_runs_every_worker_with_its_own_environment():
+    lines = []
+    code = "import json, os; print('task', json.loads(os.environ['TF_CONFIG'])['task']['index'], '{worker}')"
+    result = launch([sys.executable, "-c", code], workers=2, write=lines.append)
+    assert result.ok and result.returncodes == [0, 0] and result.describe() is None
+    assert sorted(lines) == ["[worker 0] task 0 0\n", "[worker 1] task 1 1\n"]
+
+
+def test_a_failed_worker_stops_the_others_after_the_grace_period():
+    # Worker 1 fails at once; worker 0 would sleep for a minute.
+    code = "import os, sys, time; sys.exit(3) if os.environ['KERAS_DISTRIBUTION_PROCESS_ID'] == '1' else time.sleep(60)"
+    started = time.monotonic()
+    result = launch([sys.executable, "-c", code], workers=2, grace_seconds=1, write=lambda line: None)
+    assert time.monotonic() - started < 30
+    assert result.first_failure == 1 and result.returncodes[1] == 3
+    assert result.stopped == [0] and result.returncodes[0] == -signal.SIGTERM
+    assert result.describe() == "worker 1 exited with code 3; stopped worker(s) 0, still running after it."
+
+
+def test_the_launch_command_exits_with_the_failed_workers_code():
+    code = "import os, sys; sys.exit(int(os.environ['KERAS_DISTRIBUTION_PROCESS_ID']) * 5)"
+    result = CliRunner().invoke(launch_main, ["--workers", "2", "--", sys.executable, "-c", code])
+    assert result.exit_code == 5
+    assert "worker 1 exited with code 5." in result.output and "Traceback" not in result.output
+    ok = CliRunner().invoke(launch_main, ["--workers", "2", "--grace-seconds", "0", "--", sys.executable, "-c", "0"])
+    assert ok.exit_code == 0 and "2 workers finished" in ok.output
+
+
+class NotChief(SingleDevice):
+    """One process that believes it is worker 1 of 2: trains, writes nothing."""
+
+    worker, is_chief = 1, False
+
+
+def test_only_the_chief_writes_the_runs_files(tiny_preset, data_file, tmp_path):
+    config = TrainingConfig(sequence_length=32, batch_size=4, epochs=1, max_examples=40, checkpoint_every=2)
+    run_training(config, tmp_path / "run", tiny_preset, str(data_file), verbose=0, distribution=NotChief())
+    assert list((tmp_path / "run").iterdir()) == []
+    with pytest.raises(ValueError, match="prefix cache folder cannot be shared"):
+        run_training(
+            TrainingConfig(lora_layers=1, max_examples=40),
+            tmp_path / "cached",
+            tiny_preset,
+            str(data_file),
+            verbose=0,
+            distribution=type("TwoWorkers", (SingleDevice,), {"workers": 2})(),
+            prefix_cache=tmp_path / "cache",
+        )
+
+
+# A run the workers can take exactly as one process does: no dropout, 180 training reviews,
+# the recipe's learning rate (at 1e-2, Adam grows the all-reduce's float rounding to 2e-4 in 90 steps).
+EXACT = [
+    *("--epochs", "2", "--max-examples", "200", "--dropout", "0", "--lora-dropout", "0"),
+    *("--no-save-keras", "--dtype", "bfloat16"),
+]
+MULTI_WORKER = ["--distribution", "data", "--multi-worker"]
+
+
+def launch_command(workers, *command):
+    return [
+        sys.executable,
+        "-m",
+        "kgemma.cli.launch",
+        "--workers",
+        str(workers),
+        "--grace-seconds",
+        "60",
+        "--",
+        *command,
+    ]
+
+
+def train_command(preset, data, output, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "kgemma.cli.train",
+        *train_cli_args(preset, data, output, *extra),
+    ]
+
+
+def adapter(path):
+    with np.load(path) as data:
+        return {k: data[k].astype(np.float64) for k in data.files if not k.startswith("__")}
+
+
+def assert_same_adapter(got, expected, atol):
+    assert got.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], atol=atol, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(tiny_preset, review_rows, tmp_path_factory):
+    """A run on two workers, and the same run in one process. In bfloat16 (the CPU's
+    choice here): the strategy sends the workers' first weights as float32."""
+    from tests.conftest import write_jsonl
+
+    folder = tmp_path_factory.mktemp("multi_worker")
+    data = write_jsonl(folder / "reviews.jsonl", review_rows)
+    launched = subprocess.run(
+        launch_command(2, *train_command(tiny_preset, data, folder / "two", *EXACT, *MULTI_WORKER)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    single = subprocess.run(
+        train_command(tiny_preset, data, folder / "one", *EXACT), capture_output=True, text=True, timeout=600
+    )
+    assert single.returncode == 0, single.stdout[-3000:]
+    return folder, data, launched
+
+
+@needs_tensorflow
+@pytest.mark.slow
+def test_two_workers_train_the_same_weights_as_one_process(two_worker_run):
+    folder, _, launched = two_worker_run
+    summary = json.loads((folder / "two" / "summary.json").read_text())
+    assert summary["distribution"] == {
+        "strategy": "multi_worker_mirrored",
+        "backend": "tensorflow",
+        "replicas": 2,
+        "workers": 2,
+        "worker": 0,
+    }, "the chief (worker 0) writes the summary"
+    assert summary["steps"] == json.loads((folder / "one" / "summary.json").read_text())["steps"] == 90
+    assert_same_adapter(adapter(folder / "two" / "adapter.npz"), adapter(folder / "one" / "adapter.npz"), 1e-5)
+    one = json.loads((folder / "one" / "history.json").read_text())["epochs"]
+    two = json.loads((folder / "two" / "history.json").read_text())["epochs"]
+    np.testing.assert_allclose([e["val_loss"] for e in two], [e["val_loss"] for e in one], atol=1e-5)
+    assert "[worker 1]" in launched.stdout and "2 workers finished" in launched.stderr
+
+
+def worker_pid(session, index):
+    """The process of worker `index` among the launcher's (session `session`)."""
+    listed = subprocess.run(["pgrep", "-s", str(session), "-f", "kgemma.cli.train"], capture_output=True, text=True)
+    for pid in map(int, listed.stdout.split()):
+        environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        if f"KERAS_DISTRIBUTION_PROCESS_ID={index}".encode() in environ:
+            return pid
+    raise AssertionError(f"no worker {index} among {listed.stdout.split()}")
+
+
+@needs_tensorflow
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_run_and_both_resume_it(tiny_preset, two_worker_run, tmp_path):
+    # Resumed, the run ends with the weights of the run that was never stopped.
+    folder, data, _ = two_worker_run
+    killed = tmp_path / "killed"
+    common = [*EXACT, *MULTI_WORKER, "--checkpoint-every", "1"]
+    process = subprocess.Popen(
+        launch_command(2, *train_command(tiny_preset, data, killed, *common)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        progress = read_progress(killed) if (killed / "checkpoint.npz").is_file() else None
+        if progress and progress["global_step"] >= 30:
+            break
+        time.sleep(0.05)
+    os.kill(worker_pid(process.pid, 1), signal.SIGKILL)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0
+    assert "kgemma-launch: worker 1 was killed by SIGKILL" in output, output[-3000:]
+    assert "Lost contact with another worker (worker 1 stopped sending heartbeats)" in output, output[-3000:]
+    assert "add --resume" in output and "Traceback" not in output
+    assert not read_progress(killed)["finished"] and not (killed / "adapter.npz").exists()
+
+    resumed = subprocess.run(
+        launch_command(2, *train_command(tiny_preset, data, killed, *common, "--resume")),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    history = json.loads((killed / "history.json").read_text())
+    assert [s["global_step"] for s in history["steps"]] == list(range(1, 2 * 45 + 1))
+    assert_same_adapter(adapter(killed / "adapter.npz"), adapter(folder / "two" / "adapter.npz"), 1e-5)
+
+
+@pytest.mark.slow
+def test_evaluation_shards_run_by_the_launcher_merge_into_the_single_run(two_worker_run, review_rows, tmp_path):
+    from kgemma.cli.evaluate import main as eval_main
+    from tests.conftest import write_jsonl
+    from tests.test_eval_cli import assert_same_numbers
+
+    folder, _, _ = two_worker_run
+    test = write_jsonl(tmp_path / "test.jsonl", review_rows[160:])
+    common = ["--adapter", str(folder / "two" / "adapter.npz"), "--data", str(test), "--format", "json"]
+    shard = [sys.executable, "-m", "kgemma.cli.evaluate", *common, "--shard", "{worker}/{workers}"]
+    launched = subprocess.run(
+        launch_command(2, *shard, "--output", str(tmp_path / "s{worker}")), capture_output=True, text=True, timeout=600
+    )
+    assert launched.returncode == 0, launched.stdout[-3000:]
+    for i in range(2):
+        assert len((tmp_path / f"s{i}" / "predictions.jsonl").read_text().splitlines()) == 40
+    runner = CliRunner()
+    merged = runner.invoke(
+        eval_main,
+        [
+            *common[2:],
+            "--merge",
+            str(tmp_path / "s0"),
+            "--merge",
+            str(tmp_path / "s1"),
+            "--output",
+            str(tmp_path / "merged"),
+        ],
+    )
+    assert merged.exit_code == 0, merged.output
+    single = runner.invoke(eval_main, [*common, "--output", str(tmp_path / "single")])
+    assert single.exit_code == 0, single.output
+    expected, got = (json.loads((tmp_path / f / "metrics.json").read_text()) for f in ("single", "merged"))
+    assert got["overall"]["accuracy"] == expected["overall"]["accuracy"]
+    assert_same_numbers(got["overall"], expected["overall"])
+    assert_same_numbers(got["slices"], expected["slices"])
