@@ -77,7 +77,10 @@ def distribution_options(command):
         click.option(
             "--multi-worker",
             is_flag=True,
-            help="With --distribution data on TensorFlow: MultiWorkerMirroredStrategy over the hosts in TF_CONFIG.",
+            help=(
+                "With --distribution data: one process per host, over the hosts in TF_CONFIG (TensorFlow's "
+                "MultiWorkerMirroredStrategy) or KERAS_DISTRIBUTION_* (JAX); kgemma-launch sets both on one host."
+            ),
         ),
     ]
     for option in reversed(options):

@@ -1,6 +1,8 @@
 """`kgemma-train`: fine-tune a Gemma sentiment classifier with LoRA."""
 
 import json
+import os
+import sys
 
 import click
 from click.core import ParameterSource
@@ -273,7 +275,11 @@ def main(
             **fields,
         )
     except WorkerLostError as e:
-        raise click.ClickException(f"{e} Its last checkpoint is kept: add --resume to go on from it.") from e
+        click.echo(f"Error: {e} Its last checkpoint is kept: add --resume to go on from it.", err=True)
+        sys.stdout.flush()
+        # Not a normal exit: with a peer gone, JAX's runtime would wait for it at exit
+        # (its heartbeat timeout, 100 s) and then abort. Every file is already written.
+        os._exit(1)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"Outputs in {output_dir}: adapter.npz, summary.json, history.*, learning_curve.png")
 

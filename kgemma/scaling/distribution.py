@@ -1,10 +1,12 @@
 """Data and model parallelism on the engines Keras already has.
 
 On the JAX backend, `keras.distribution`: `DataParallel`, and `ModelParallel` over a
-`DeviceMesh` with a layout map of the Gemma weights. On the TensorFlow backend,
-`tf.distribute`: `MirroredStrategy` on one host, `MultiWorkerMirroredStrategy`
-(configured by `TF_CONFIG`) on several. Each plan has a `scope()` to build the
-model in and a `train_on_batch` that splits a global batch across replicas.
+`DeviceMesh` with a layout map of the Gemma weights; on several hosts, `DataParallel`
+over every process's devices after `keras.distribution.initialize()`. On the
+TensorFlow backend, `tf.distribute`: `MirroredStrategy` on one host,
+`MultiWorkerMirroredStrategy` (configured by `TF_CONFIG`) on several. Each plan has a
+`scope()` to build the model in, a `train_on_batch` that splits a global batch across
+replicas, and says which worker this process is and whether it is the chief.
 """
 
 import contextlib
@@ -35,33 +37,81 @@ class SingleDevice:
 
 
 class KerasDistribution(SingleDevice):
-    """A `keras.distribution` plan (JAX): Keras shards every batch itself."""
+    """A `keras.distribution` plan (JAX): Keras shards every batch itself. With several
+    processes (`keras.distribution.initialize()`), each gives Keras its own rows."""
 
     def __init__(self, distribution, strategy, replicas, mesh_shape):
+        import jax
+
         self.distribution = distribution
         self.strategy = strategy
         self.replicas = replicas
         self.mesh_shape = mesh_shape
+        self.worker, self.workers = jax.process_index(), jax.process_count()
+        self.is_chief = self.worker == 0
 
     def scope(self):
         return self.distribution.scope()
 
+    def _local(self, arrays, rows):
+        """This process's share of a batch of `rows` rows: Keras's JAX trainer takes
+        each process's rows and assembles the global batch from them."""
+        share = rows // self.workers
+        start = self.worker * share
+        return keras.tree.map_structure(lambda a: a[start : start + share], arrays)
+
     def train_on_batch(self, model, x, y):
+        if self.workers > 1:
+            x, y = self._local((x, y), len(y))
         # Keras's JAX trainer reads the distribution in force, not the one a model was built in.
-        with self.distribution.scope():
-            return keras.Model.train_on_batch(model, x, y, return_dict=True)
+        with self.distribution.scope(), _worker_losses(self.workers):
+            logs = keras.Model.train_on_batch(model, x, y, return_dict=True)
+            return {k: float(v) for k, v in logs.items()}  # Here, where a lost worker shows.
 
     def predict_on_batch(self, model, x):
+        if self.workers > 1:
+            with _worker_losses(self.workers):
+                return self._gathered_predict(model, x)
         with self.distribution.scope():
             return keras.ops.convert_to_numpy(keras.Model.predict_on_batch(model, x))
 
+    def _gathered_predict(self, model, x):
+        """The whole batch's outputs on every process. Keras's predict_on_batch would
+        leave each process holding only its own rows' outputs, which numpy cannot read;
+        this forward asks XLA for them replicated."""
+        import jax
+        import numpy as np
+
+        n = len(next(iter(x.values())))
+        extra = -n % self.replicas  # Repeat the last row so the batch splits evenly.
+        x = {k: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for k, v in x.items()}
+        local = self._local(x, n + extra)
+        shardings = {k: self.distribution.get_data_layout(v.shape).backend_layout for k, v in x.items()}
+        batch = {k: jax.make_array_from_process_local_data(shardings[k], v, x[k].shape) for k, v in local.items()}
+        cache = self.__dict__.setdefault("_functions", {})
+        if id(model) not in cache:
+            mesh = next(iter(shardings.values())).mesh
+            replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+            def forward(trainable, non_trainable, batch):
+                outputs, _ = model.stateless_call(trainable, non_trainable, batch, training=False)
+                return outputs.astype("float32")
+
+            cache[id(model)] = (model, jax.jit(forward, out_shardings=replicated))
+        forward = cache[id(model)][1]
+        values = [[v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]]
+        return np.asarray(forward(*values, batch))[:n]
+
     def describe(self):
-        return {
+        described = {
             "strategy": self.strategy,
             "backend": "jax",
             "replicas": self.replicas,
             "mesh_shape": list(self.mesh_shape),
         }
+        if self.workers > 1:
+            described.update(workers=self.workers, worker=self.worker)
+        return described
 
 
 class TensorFlowStrategy(SingleDevice):
@@ -171,30 +221,41 @@ class WorkerLostError(RuntimeError):
 
 @contextlib.contextmanager
 def _worker_losses(workers):
-    """TensorFlow's errors for a collective whose peer is gone, as a `WorkerLostError`
-    that says so in one line. (A dead peer is noticed by its missing heartbeats in
-    about ten seconds; `COLLECTIVE_TIMEOUT_SECONDS` bounds a peer that hangs.)"""
+    """The backend's error for a collective whose peer is gone, as a `WorkerLostError`
+    that says so in one line. A dead peer shows at once on JAX (its socket is reset)
+    and within about ten seconds on TensorFlow (its heartbeats stop);
+    `COLLECTIVE_TIMEOUT_SECONDS` bounds a TensorFlow peer that hangs."""
     if workers == 1:
         yield
         return
-    import tensorflow as tf
-
     try:
         yield
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as e:
-        raise WorkerLostError(f"Lost contact with another worker ({_lost_cause(e)}), so this one stopped too.") from e
+    except Exception as e:
+        cause = _lost_cause(e)
+        if cause is None:
+            raise
+        raise WorkerLostError(f"Lost contact with another worker ({cause}), so this one stopped too.") from e
 
 
 def _lost_cause(error):
-    """What TensorFlow said about the lost worker, in a few words."""
+    """What the backend said about a lost worker, in a few words; None when `error`
+    is about something else."""
     import re
 
     text = str(error)
+    # TensorFlow names the task ("/job:worker/replica:0/task:1"); JAX's Gloo does not.
+    tasks = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text.split("unhealthy", 1)[-1])
+    who = ", ".join(f"{job} {task}" for job, task in dict.fromkeys(tasks)) or "a worker"
     if "unhealthy" in text:
-        tasks = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text.split("unhealthy", 1)[1])
-        names = ", ".join(f"{job} {task}" for job, task in dict.fromkeys(tasks)) or "a worker"
-        return f"{names} stopped sending heartbeats"
-    return f"{type(error).__name__}: {text.strip().splitlines()[0][:200]}"
+        return f"{who} stopped sending heartbeats"
+    if re.search(r"Connection (reset|closed)|Socket closed", text):
+        return f"{who} closed its connection"
+    gloo = re.search(r"Gloo [\w-]+ failed.*", text)  # JAX's collectives on CPU, raised as several error types.
+    if gloo:
+        return gloo.group(0)[:200]
+    if type(error).__name__ in ("UnavailableError", "DeadlineExceededError", "AbortedError"):  # TensorFlow's.
+        return f"{type(error).__name__}: {text.strip().splitlines()[0][:200]}"
+    return None
 
 
 def _float32_predict(model):
@@ -282,14 +343,27 @@ def create_distribution(strategy="none", devices=None, model_parallel=None, back
     backend = keras.backend.backend()
     if backend == "jax":
         if multi_worker:
-            raise ValueError(
-                "--multi-worker runs on TensorFlow's MultiWorkerMirroredStrategy; on JAX, start each process with "
-                "keras.distribution.initialize() and use --distribution data."
-            )
+            _join_jax_processes(strategy)
         return _jax_distribution(strategy, devices, model_parallel, backbone_config)
     if backend == "tensorflow":
         return _tensorflow_strategy(strategy, devices, multi_worker)
     raise ValueError(f"Distributed runs need the JAX or TensorFlow backend; this is {backend}.")
+
+
+def _join_jax_processes(strategy):
+    """Start JAX's multi-process runtime from Keras's `KERAS_DISTRIBUTION_*` variables
+    (`kgemma-launch` sets them; a cluster's scheduler does on real hosts): from then on
+    the backend sees every process's devices."""
+    import os
+
+    if strategy != "data":
+        raise ValueError("--multi-worker goes with --distribution data.")
+    if "KERAS_DISTRIBUTION_JOB_ADDRESSES" not in os.environ:
+        raise ValueError(
+            "--multi-worker on JAX needs KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID; on "
+            "one host, kgemma-launch --workers N -- COMMAND sets them for each worker."
+        )
+    keras.distribution.initialize()
 
 
 def _pick(available, devices):

@@ -147,7 +147,7 @@ def launch(command, workers=2, threads=None, grace_seconds=GRACE_SECONDS, write=
         raise ValueError("No command to launch.")
     write = write or _stdout_writer()
     started = time.perf_counter()
-    processes, relays = [], []
+    processes, relays, ended = [], [], []
     for index, extra in enumerate(worker_environments(workers, threads=threads)):
         process = subprocess.Popen(
             worker_command(command, index, workers),
@@ -159,10 +159,13 @@ def launch(command, workers=2, threads=None, grace_seconds=GRACE_SECONDS, write=
         )
         relay = threading.Thread(target=_relay, args=(process.stdout, f"[worker {index}] ", write), daemon=True)
         relay.start()
+        # A thread per worker notes when it ends: the first to fail is the cause, the
+        # others' failures (a lost peer) its consequence, even within a poll interval.
+        threading.Thread(target=lambda p=process, i=index: (p.wait(), ended.append(i)), daemon=True).start()
         processes.append(process)
         relays.append(relay)
     try:
-        first_failure, stopped = _wait(processes, grace_seconds, poll_seconds)
+        first_failure, stopped = _wait(processes, ended, grace_seconds, poll_seconds)
     except BaseException:  # Ctrl-C or an error here: take the workers down too.
         _terminate([p for p in processes if p.poll() is None])
         raise
@@ -182,19 +185,21 @@ def _stdout_writer():
     return write
 
 
-def _wait(processes, grace_seconds, poll_seconds):
-    """Wait for every process; after the first failure, stop those still running
-    once `grace_seconds` have passed. Returns `(first_failure, stopped)`."""
+def _wait(processes, ended, grace_seconds, poll_seconds):
+    """Wait for every process (`ended`: their indices in the order they ended); after
+    the first failure, stop those still running once `grace_seconds` have passed.
+    Returns `(first_failure, stopped)`."""
     first_failure, failed_at = None, None
     while True:
-        running = [p for p in processes if p.poll() is None]
+        done = list(ended)
         if first_failure is None:
-            failed = [i for i, p in enumerate(processes) if p.returncode not in (None, 0)]
+            failed = [i for i in done if processes[i].returncode != 0]
             if failed:
                 first_failure, failed_at = failed[0], time.monotonic()
-        if not running:
+        if len(done) == len(processes):
             return first_failure, []
         if first_failure is not None and time.monotonic() - failed_at >= grace_seconds:
+            running = [p for p in processes if p.poll() is None]
             _terminate(running)
             return first_failure, [processes.index(p) for p in running]
         time.sleep(poll_seconds)
