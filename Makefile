@@ -20,6 +20,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # The whole suite on TensorFlow, then the core model tests (tiny backbones) on JAX and torch, through KERAS_BACKEND.
 CORE_TESTS := tests/test_lora.py tests/test_fused_blocks.py tests/test_pooling.py \
 	tests/test_explain.py::test_input_gradients_match_finite_differences
+# JAX's own multi-worker run (processes started with KERAS_BACKEND=jax), in the JAX pass.
+JAX_TESTS := tests/test_launch.py::test_on_jax_two_workers_train_one_process_weights_through_a_kill_and_resume
 # Test worker processes (pytest-xdist), each taking whole files so that a file's shared
 # fixtures (a trained tiny run, the converted real model) are built once. Most of a tiny
 # test is single-threaded graph tracing, so two workers on two cores halve the wall time.
@@ -33,7 +35,7 @@ lint: setup
 
 test: setup lint
 	$(PYTEST)
-	KERAS_BACKEND=jax $(PYTEST) $(CORE_TESTS)
+	KERAS_BACKEND=jax $(PYTEST) $(CORE_TESTS) $(JAX_TESTS)
 	KERAS_BACKEND=torch $(PYTEST) $(CORE_TESTS)
 
 # A developer's quick loop: tiny backbones only, no command-line runs, subprocesses or real model.

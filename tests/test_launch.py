@@ -135,13 +135,15 @@ def test_multi_worker_without_a_cluster_says_what_it_needs(monkeypatch):
         create_distribution("data", multi_worker=True)
 
 
-# A run the workers can take exactly as one process does: no dropout, 180 training reviews,
-# the recipe's learning rate (at 1e-2, Adam grows the all-reduce's float rounding to 2e-4 in 90 steps).
+# A run the workers can take exactly as one process does: no dropout, 90 training reviews
+# (23 steps of 4 an epoch, so STEPS in all), the recipe's learning rate (at 1e-2, Adam grows
+# the all-reduce's float rounding to 2e-4 in 90 steps).
 EXACT = [
-    *("--epochs", "2", "--max-examples", "200", "--dropout", "0", "--lora-dropout", "0"),
+    *("--epochs", "2", "--max-examples", "100", "--dropout", "0", "--lora-dropout", "0"),
     *("--no-save-keras", "--dtype", "bfloat16"),
 ]
-MULTI_WORKER = ["--distribution", "data", "--multi-worker"]
+STEPS = 2 * 23
+MULTI_WORKER = ["--distribution", "data", "--multi-worker", "--checkpoint-every", "1"]
 
 
 def launch_command(workers, *command):
@@ -159,12 +161,13 @@ def launch_command(workers, *command):
 
 
 def train_command(preset, data, output, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "kgemma.cli.train",
-        *train_cli_args(preset, data, output, *extra),
-    ]
+    return [sys.executable, "-m", "kgemma.cli.train", *train_cli_args(preset, data, output, *extra)]
+
+
+def run(command, env=None):
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
 
 
 def adapter(path):
@@ -172,52 +175,14 @@ def adapter(path):
         return {k: data[k].astype(np.float64) for k in data.files if not k.startswith("__")}
 
 
-def assert_same_adapter(got, expected, atol):
-    assert got.keys() == expected.keys()
-    for name in expected:
-        np.testing.assert_allclose(got[name], expected[name], atol=atol, err_msg=name)
-
-
-@pytest.fixture(scope="module")
-def two_worker_run(tiny_preset, review_rows, tmp_path_factory):
-    """A run on two workers, and the same run in one process. In bfloat16 (the CPU's
-    choice here): the strategy sends the workers' first weights as float32."""
-    from tests.conftest import write_jsonl
-
-    folder = tmp_path_factory.mktemp("multi_worker")
-    data = write_jsonl(folder / "reviews.jsonl", review_rows)
-    launched = subprocess.run(
-        launch_command(2, *train_command(tiny_preset, data, folder / "two", *EXACT, *MULTI_WORKER)),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
-    single = subprocess.run(
-        train_command(tiny_preset, data, folder / "one", *EXACT), capture_output=True, text=True, timeout=600
-    )
-    assert single.returncode == 0, single.stdout[-3000:]
-    return folder, data, launched
-
-
-@needs_tensorflow
-@pytest.mark.slow
-def test_two_workers_train_the_same_weights_as_one_process(two_worker_run):
-    folder, _, launched = two_worker_run
-    summary = json.loads((folder / "two" / "summary.json").read_text())
-    assert summary["distribution"] == {
-        "strategy": "multi_worker_mirrored",
-        "backend": "tensorflow",
-        "replicas": 2,
-        "workers": 2,
-        "worker": 0,
-    }, "the chief (worker 0) writes the summary"
-    assert summary["steps"] == json.loads((folder / "one" / "summary.json").read_text())["steps"] == 90
-    assert_same_adapter(adapter(folder / "two" / "adapter.npz"), adapter(folder / "one" / "adapter.npz"), 1e-5)
-    one = json.loads((folder / "one" / "history.json").read_text())["epochs"]
-    two = json.loads((folder / "two" / "history.json").read_text())["epochs"]
-    np.testing.assert_allclose([e["val_loss"] for e in two], [e["val_loss"] for e in one], atol=1e-5)
-    assert "[worker 1]" in launched.stdout and "2 workers finished" in launched.stderr
+def assert_same_run(got, expected, atol=1e-5):
+    """The same trained weights and validation losses in two run folders."""
+    expected_weights, got_weights = adapter(expected / "adapter.npz"), adapter(got / "adapter.npz")
+    assert got_weights.keys() == expected_weights.keys()
+    for name in expected_weights:
+        np.testing.assert_allclose(got_weights[name], expected_weights[name], atol=atol, err_msg=name)
+    losses = [[e["val_loss"] for e in json.loads((f / "history.json").read_text())["epochs"]] for f in (got, expected)]
+    np.testing.assert_allclose(*losses, atol=atol)
 
 
 def worker_pid(session, index):
@@ -232,8 +197,8 @@ def worker_pid(session, index):
 
 def kill_worker_1_then_resume(command, run_dir, env=None):
     """Run `command` (kgemma-train through the launcher), SIGKILL worker 1 after step
-    30, check that the run stops with one line, then resume it; returns the killed
-    run's output."""
+    15, check that the run stops with one line, then resume it to its end; returns
+    the killed run's output."""
     env = {**os.environ, **(env or {})}
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
@@ -241,7 +206,7 @@ def kill_worker_1_then_resume(command, run_dir, env=None):
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
         progress = read_progress(run_dir) if (run_dir / "checkpoint.npz").is_file() else None
-        if progress and progress["global_step"] >= 30:
+        if progress and progress["global_step"] >= 15:
             break
         time.sleep(0.05)
     os.kill(worker_pid(process.pid, 1), signal.SIGKILL)
@@ -251,51 +216,66 @@ def kill_worker_1_then_resume(command, run_dir, env=None):
     assert "add --resume" in output and "Traceback" not in output, output[-3000:]
     assert not read_progress(run_dir)["finished"] and not (run_dir / "adapter.npz").exists()
 
-    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600, env=env)
-    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    resumed = run([*command, "--resume"], env)
+    assert "[worker 1]" in resumed.stdout and "2 workers finished" in resumed.stderr
     history = json.loads((run_dir / "history.json").read_text())
-    assert [s["global_step"] for s in history["steps"]] == list(range(1, 2 * 45 + 1))
+    assert [s["global_step"] for s in history["steps"]] == list(range(1, STEPS + 1))
     return output
+
+
+@pytest.fixture(scope="module")
+def single_run(tiny_preset, review_rows, tmp_path_factory):
+    """The reviews, and a run on them in one process (TensorFlow, bfloat16)."""
+    from tests.conftest import write_jsonl
+
+    folder = tmp_path_factory.mktemp("multi_worker")
+    data = write_jsonl(folder / "reviews.jsonl", review_rows)
+    run(train_command(tiny_preset, data, folder / "one", *EXACT))
+    return data, folder / "one"
 
 
 @needs_tensorflow
 @pytest.mark.slow
-def test_a_killed_worker_stops_the_run_and_both_resume_it(tiny_preset, two_worker_run, tmp_path):
-    folder, data, _ = two_worker_run
+def test_two_workers_train_one_process_weights_through_a_kill_and_resume(tiny_preset, single_run, tmp_path):
+    # bfloat16 (the CPU's choice here): the strategy sends the workers' first weights as float32.
+    data, one = single_run
     killed = tmp_path / "killed"
-    command = launch_command(
-        2, *train_command(tiny_preset, data, killed, *EXACT, *MULTI_WORKER, "--checkpoint-every", "1")
+    output = kill_worker_1_then_resume(
+        launch_command(2, *train_command(tiny_preset, data, killed, *EXACT, *MULTI_WORKER)), killed
     )
-    output = kill_worker_1_then_resume(command, killed)
     # Whichever TensorFlow notices first: the missing heartbeats, or the closed socket.
     lost = re.search(
         r"Lost contact with another worker \(worker 1 (stopped sending heartbeats|closed its connection)\)", output
     )
     assert lost, output[-3000:]
-    # Resumed, the run ends with the weights of the run that was never stopped.
-    assert_same_adapter(adapter(killed / "adapter.npz"), adapter(folder / "two" / "adapter.npz"), 1e-5)
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["distribution"] == {
+        "strategy": "multi_worker_mirrored",
+        "backend": "tensorflow",
+        "replicas": 2,
+        "workers": 2,
+        "worker": 0,
+    }, "the chief (worker 0) writes the summary"
+    # Killed, resumed: the weights of one process that was never stopped.
+    assert_same_run(killed, one)
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="a JAX run: make test runs it in its JAX pass, beside the core tests"
+)
 @pytest.mark.slow
-def test_on_jax_two_workers_train_one_process_weights_through_a_kill_and_resume(tiny_preset, two_worker_run, tmp_path):
-    pytest.importorskip("jax", reason="the JAX backend is not installed (pip install -e '.[test]')")
-    _, data, _ = two_worker_run
+def test_on_jax_two_workers_train_one_process_weights_through_a_kill_and_resume(tiny_preset, review_rows, tmp_path):
+    from tests.conftest import write_jsonl
+
+    data = write_jsonl(tmp_path / "reviews.jsonl", review_rows)
     jax = {"KERAS_BACKEND": "jax"}
     # float32: in bfloat16, XLA rounds a half batch differently (2.6e-4 apart after 90 steps).
     common = [*EXACT, "--dtype", "float32"]
-    single = subprocess.run(
-        train_command(tiny_preset, data, tmp_path / "one", *common),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **jax},
-    )
-    assert single.returncode == 0, single.stdout[-3000:]
+    run(train_command(tiny_preset, data, tmp_path / "one", *common), jax)
     killed = tmp_path / "killed"
-    command = launch_command(
-        2, *train_command(tiny_preset, data, killed, *common, *MULTI_WORKER, "--checkpoint-every", "1")
+    output = kill_worker_1_then_resume(
+        launch_command(2, *train_command(tiny_preset, data, killed, *common, *MULTI_WORKER)), killed, jax
     )
-    output = kill_worker_1_then_resume(command, killed, jax)
     assert "Lost contact with another worker (a worker closed its connection)" in output, output[-3000:]
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["distribution"] == {
@@ -306,38 +286,25 @@ def test_on_jax_two_workers_train_one_process_weights_through_a_kill_and_resume(
         "workers": 2,
         "worker": 0,
     }
-    assert_same_adapter(adapter(killed / "adapter.npz"), adapter(tmp_path / "one" / "adapter.npz"), 1e-5)
+    assert_same_run(killed, tmp_path / "one")
 
 
 @pytest.mark.slow
-def test_evaluation_shards_run_by_the_launcher_merge_into_the_single_run(two_worker_run, review_rows, tmp_path):
+def test_evaluation_shards_run_by_the_launcher_merge_into_the_single_run(single_run, review_rows, tmp_path):
     from kgemma.cli.evaluate import main as eval_main
     from tests.conftest import write_jsonl
     from tests.test_eval_cli import assert_same_numbers
 
-    folder, _, _ = two_worker_run
+    _, one = single_run
     test = write_jsonl(tmp_path / "test.jsonl", review_rows[160:])
-    common = ["--adapter", str(folder / "two" / "adapter.npz"), "--data", str(test), "--format", "json"]
+    common = ["--adapter", str(one / "adapter.npz"), "--data", str(test), "--format", "json"]
     shard = [sys.executable, "-m", "kgemma.cli.evaluate", *common, "--shard", "{worker}/{workers}"]
-    launched = subprocess.run(
-        launch_command(2, *shard, "--output", str(tmp_path / "s{worker}")), capture_output=True, text=True, timeout=600
-    )
-    assert launched.returncode == 0, launched.stdout[-3000:]
+    run(launch_command(2, *shard, "--output", str(tmp_path / "s{worker}")))
     for i in range(2):
         assert len((tmp_path / f"s{i}" / "predictions.jsonl").read_text().splitlines()) == 40
     runner = CliRunner()
-    merged = runner.invoke(
-        eval_main,
-        [
-            *common[2:],
-            "--merge",
-            str(tmp_path / "s0"),
-            "--merge",
-            str(tmp_path / "s1"),
-            "--output",
-            str(tmp_path / "merged"),
-        ],
-    )
+    merges = ["--merge", str(tmp_path / "s0"), "--merge", str(tmp_path / "s1")]
+    merged = runner.invoke(eval_main, [*common[2:], *merges, "--output", str(tmp_path / "merged")])
     assert merged.exit_code == 0, merged.output
     single = runner.invoke(eval_main, [*common, "--output", str(tmp_path / "single")])
     assert single.exit_code == 0, single.output

@@ -82,10 +82,8 @@ class KerasDistribution(SingleDevice):
         import jax
         import numpy as np
 
-        n = len(next(iter(x.values())))
-        extra = -n % self.replicas  # Repeat the last row so the batch splits evenly.
-        x = {k: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for k, v in x.items()}
-        local = self._local(x, n + extra)
+        x, n = _pad_rows(x, self.replicas)
+        local = self._local(x, len(next(iter(x.values()))))
         shardings = {k: self.distribution.get_data_layout(v.shape).backend_layout for k, v in x.items()}
         batch = {k: jax.make_array_from_process_local_data(shardings[k], v, x[k].shape) for k, v in local.items()}
         cache = self.__dict__.setdefault("_functions", {})
@@ -172,10 +170,8 @@ class TensorFlowStrategy(SingleDevice):
         import numpy as np
 
         # Keras's own predict_on_batch would run the whole batch on every replica.
-        n = len(next(iter(x.values())))
-        extra = -n % self.replicas  # Repeat the last row so the batch splits evenly.
-        x = {k: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for k, v in x.items()}
-        batch = self._distribute(x, n + extra)
+        x, n = _pad_rows(x, self.replicas)
+        batch = self._distribute(x, len(next(iter(x.values()))))
         if self.workers > 1:
             # Keras gathers the replicas' outputs with a collective that takes no bfloat16
             # (TensorFlow 2.21): this gathers float32, which holds every bfloat16 exactly.
@@ -212,6 +208,16 @@ class TensorFlowStrategy(SingleDevice):
         if self.workers > 1:
             described.update(workers=self.workers, worker=self.worker)
         return described
+
+
+def _pad_rows(x, multiple):
+    """`x` (a dict of arrays) with its last row repeated until its rows divide by
+    `multiple`, so that a batch splits evenly; and its own row count."""
+    import numpy as np
+
+    n = len(next(iter(x.values())))
+    extra = -n % multiple
+    return {k: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for k, v in x.items()}, n
 
 
 class WorkerLostError(RuntimeError):
