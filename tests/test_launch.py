@@ -78,6 +78,8 @@ def test_the_launch_command_exits_with_the_failed_workers_code():
     assert "worker 1 exited with code 5." in result.output and "Traceback" not in result.output
     ok = CliRunner().invoke(launch_main, ["--workers", "2", "--grace-seconds", "0", "--", sys.executable, "-c", "0"])
     assert ok.exit_code == 0 and "2 workers finished" in ok.output
+    missing = CliRunner().invoke(launch_main, ["--", "no-such-command-here"])
+    assert missing.exit_code == 1 and "No such file or directory: 'no-such-command-here'" in missing.output
 
 
 class NotChief(SingleDevice):

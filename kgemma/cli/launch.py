@@ -4,6 +4,7 @@ import sys
 
 import click
 
+from kgemma.cli.common import user_errors_as_messages
 from kgemma.scaling.launch import GRACE_SECONDS
 
 EPILOG = """\b
@@ -38,6 +39,7 @@ Examples:
     help="After a worker fails, how long the others may go on before they are stopped.",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@user_errors_as_messages
 def main(workers, threads, grace_seconds, command):
     """Run COMMAND as --workers processes on 127.0.0.1, as a cluster would run it on as many
     hosts: each gets TF_CONFIG (TensorFlow) and KERAS_DISTRIBUTION_* (JAX) naming all the

@@ -148,25 +148,25 @@ def launch(command, workers=2, threads=None, grace_seconds=GRACE_SECONDS, write=
     write = write or _stdout_writer()
     started = time.perf_counter()
     processes, relays, ended = [], [], []
-    for index, extra in enumerate(worker_environments(workers, threads=threads)):
-        process = subprocess.Popen(
-            worker_command(command, index, workers),
-            env={**os.environ, **extra},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        )
-        relay = threading.Thread(target=_relay, args=(process.stdout, f"[worker {index}] ", write), daemon=True)
-        relay.start()
-        # A thread per worker notes when it ends: the first to fail is the cause, the
-        # others' failures (a lost peer) its consequence, even within a poll interval.
-        threading.Thread(target=lambda p=process, i=index: (p.wait(), ended.append(i)), daemon=True).start()
-        processes.append(process)
-        relays.append(relay)
     try:
+        for index, extra in enumerate(worker_environments(workers, threads=threads)):
+            process = subprocess.Popen(
+                worker_command(command, index, workers),
+                env={**os.environ, **extra},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+            processes.append(process)
+            relays.append(threading.Thread(target=_relay, args=(process.stdout, f"[worker {index}] ", write)))
+            relays[-1].daemon = True
+            relays[-1].start()
+            # A thread per worker notes when it ends: the first to fail is the cause, the
+            # others' failures (a lost peer) its consequence, even within a poll interval.
+            threading.Thread(target=lambda p=process, i=index: (p.wait(), ended.append(i)), daemon=True).start()
         first_failure, stopped = _wait(processes, ended, grace_seconds, poll_seconds)
-    except BaseException:  # Ctrl-C or an error here: take the workers down too.
+    except BaseException:  # A worker that cannot start, Ctrl-C: take the others down too.
         _terminate([p for p in processes if p.poll() is None])
         raise
     for relay in relays:
