@@ -114,6 +114,7 @@ def test_a_lost_worker_is_told_apart_from_other_errors():
     )
     assert _lost_cause(RuntimeError(heartbeats)) == "worker 1 stopped sending heartbeats"
     reset = (
+        "{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:0/device:CPU:0}} "
         "Collective ops is aborted by: recvmsg:Connection reset by peer\nAdditional GRPC error information from "
         "remote target /job:worker/replica:0/task:1 while calling /tensorflow.WorkerService/RecvBuf"
     )

@@ -5,20 +5,10 @@ import functools
 import click
 
 from kgemma.model.dtypes import DTYPE_CHOICES
-from kgemma.scaling.distribution import WorkerLostError
 from kgemma.startup import VERBOSE_FLAG
 
 # Errors a user can fix from the message alone: shown as one line, exit code 1.
-# A lost worker is not the user's doing, but its message says all there is to know.
-USER_ERRORS = (
-    FileNotFoundError,
-    FileExistsError,
-    ValueError,
-    TypeError,
-    ImportError,
-    FloatingPointError,
-    WorkerLostError,
-)
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError, FloatingPointError)
 
 
 # Read from the command line by kgemma.startup before the library loads; declared here

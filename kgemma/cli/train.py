@@ -16,7 +16,7 @@ from kgemma.model.dtypes import DTYPE_CHOICES
 from kgemma.model.lora import LORA_TARGETS
 from kgemma.model.pooling import POOLING_MODES
 from kgemma.model.truncation import TRUNCATIONS
-from kgemma.scaling.distribution import WorkerLostError
+from kgemma.scaling import WorkerLostError
 from kgemma.training.config import SCHEDULES
 from kgemma.training.config import TrainingConfig
 from kgemma.training.recipes import RECIPES

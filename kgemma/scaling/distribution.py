@@ -26,6 +26,14 @@ class SingleDevice:
     def scope(self):
         return contextlib.nullcontext()
 
+    def _function(self, model, kind, build):
+        """`build()` (a compiled step for `model`), built once per model and kind."""
+        functions = self.__dict__.setdefault("_functions", {})
+        key = (id(model), kind)
+        if key not in functions:
+            functions[key] = (model, build())  # The model kept alive, so its id stays its own.
+        return functions[key][1]
+
     def train_on_batch(self, model, x, y):
         return keras.Model.train_on_batch(model, x, y, return_dict=True)
 
@@ -86,8 +94,8 @@ class KerasDistribution(SingleDevice):
         local = self._local(x, len(next(iter(x.values()))))
         shardings = {k: self.distribution.get_data_layout(v.shape).backend_layout for k, v in x.items()}
         batch = {k: jax.make_array_from_process_local_data(shardings[k], v, x[k].shape) for k, v in local.items()}
-        cache = self.__dict__.setdefault("_functions", {})
-        if id(model) not in cache:
+
+        def build():
             mesh = next(iter(shardings.values())).mesh
             replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
@@ -95,8 +103,9 @@ class KerasDistribution(SingleDevice):
                 outputs, _ = model.stateless_call(trainable, non_trainable, batch, training=False)
                 return outputs.astype("float32")
 
-            cache[id(model)] = (model, jax.jit(forward, out_shardings=replicated))
-        forward = cache[id(model)][1]
+            return jax.jit(forward, out_shardings=replicated)
+
+        forward = self._function(model, "predict", build)
         values = [[v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]]
         return np.asarray(forward(*values, batch))[:n]
 
@@ -191,17 +200,16 @@ class TensorFlowStrategy(SingleDevice):
         issue 72388: "Invalid reduction dimension 0 for input with 0 dimensions")."""
         import tensorflow as tf
 
-        functions = self.__dict__.setdefault("_functions", {})
-        key = (id(model), kind)
-        if key not in functions:
+        def build():
             inner = tf.function(step, jit_compile=model.jit_compile is True, reduce_retracing=True)
 
             @tf.function(reduce_retracing=True)
             def distributed(batch):
                 return tf.nest.map_structure(gather, self.strategy.run(inner, args=(batch,)))
 
-            functions[key] = (model, distributed)  # The model kept alive, so its id stays its own.
-        return functions[key][1]
+            return distributed
+
+        return self._function(model, kind, build)
 
     def describe(self):
         described = {"strategy": self.name, "backend": "tensorflow", "replicas": self.replicas}
@@ -249,19 +257,27 @@ def _lost_cause(error):
     import re
 
     text = str(error)
-    # TensorFlow names the task ("/job:worker/replica:0/task:1"); JAX's Gloo does not.
-    tasks = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text.split("unhealthy", 1)[-1])
-    who = ", ".join(f"{job} {task}" for job, task in dict.fromkeys(tasks)) or "a worker"
+    # TensorFlow names the lost task after "unhealthy" or as the "remote target"; its own
+    # task appears in the op's name too, so only those places count. JAX's Gloo names none.
     if "unhealthy" in text:
-        return f"{who} stopped sending heartbeats"
+        return f"{_task_names(text.split('unhealthy', 1)[1])} stopped sending heartbeats"
     if re.search(r"Connection (reset|closed)|Socket closed", text):
-        return f"{who} closed its connection"
+        remote = " ".join(re.findall(r"remote target (\S+)", text))
+        return f"{_task_names(remote)} closed its connection"
     gloo = re.search(r"Gloo [\w-]+ failed.*", text)  # JAX's collectives on CPU, raised as several error types.
     if gloo:
         return gloo.group(0)[:200]
     if type(error).__name__ in ("UnavailableError", "DeadlineExceededError", "AbortedError"):  # TensorFlow's.
         return f"{type(error).__name__}: {text.strip().splitlines()[0][:200]}"
     return None
+
+
+def _task_names(text):
+    """ "worker 1" for each "/job:worker/replica:0/task:1" in `text`, or "a worker"."""
+    import re
+
+    tasks = dict.fromkeys(re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text))
+    return ", ".join(f"{job} {task}" for job, task in tasks) or "a worker"
 
 
 def _float32_predict(model):
