@@ -417,9 +417,11 @@ def test_keras_fit_on_texts_takes_the_same_steps_as_kgemma_training(make_classif
     theirs.fit(texts, labels, batch_size=config.batch_size, epochs=epochs, seed=config.seed, verbose=0)
     assert len(ours.trainable_weights) == len(theirs.trainable_weights) > 2
     assert np.abs(keras.ops.convert_to_numpy(theirs.output_dense.kernel)).max() > 1e-3  # It trained.
+    # To float32 rounding: on an AVX2 CPU oneDNN's sums depend on the batch's shape, and
+    # Keras pads every batch to 32 tokens where kgemma trims (1.5e-6 apart after 18 steps).
     for a, b in zip(ours.trainable_weights, theirs.trainable_weights):
         np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a), atol=1e-6, err_msg=a.path
+            keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a), atol=1e-5, err_msg=a.path
         )
 
 
