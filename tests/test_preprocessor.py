@@ -34,6 +34,20 @@ def test_truncation_keeps_head_tail_or_both(truncation, expected):
     assert truncate_tokens(tokens, 4, truncation).to_list() == expected
 
 
+def test_truncation_of_random_batches_keeps_what_each_strategy_promises():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        rows = [rng.integers(0, 100, size=rng.integers(0, 12)).tolist() for _ in range(rng.integers(0, 6))]
+        budget = int(rng.integers(1, 9))
+        tokens = tf.RaggedTensor.from_row_lengths(
+            tf.constant(sum(rows, []), tf.int32), tf.constant([len(r) for r in rows], tf.int64)
+        )
+        for truncation, head in (("head", budget), ("tail", 0), ("head_tail", budget // 4)):
+            tail = budget - head
+            expected = [r if len(r) <= budget else r[:head] + r[len(r) - tail :] for r in rows]
+            assert truncate_tokens(tokens, budget, truncation).to_list() == expected, (rows, budget, truncation)
+
+
 def test_output_has_bos_padding_and_mask(preprocessor):
     p = preprocessor(sequence_length=12)
     out = p(["A wonderful film.", "Dull."])

@@ -70,20 +70,32 @@ class GemmaSentimentClassifierPreprocessor(keras_hub.models.TextClassifierPrepro
             sequence_length=self.sequence_length,
             return_padding_mask=True,
         )
-        # keras-hub runs eager calls through a pure-Python path; one traced TF path
-        # serves eager calls and tf.data alike.
-        self._pack_texts = tf.function(self._pack_batch, reduce_retracing=True)
+        self._pack_texts = self._traced_pack()
         self.built = True
 
+    def _traced_pack(self):
+        """`_pack_batch` as one `tf.function` for any batch of texts: keras-hub runs eager
+        calls through a pure-Python path, and one traced TF path serves eager calls and
+        tf.data alike. Traced once, for a batch of any size (left to `reduce_retracing`, a
+        second batch size would trace the graph again)."""
+        return tf.function(self._pack_batch, input_signature=[tf.TensorSpec([None], tf.string)])
+
     def _pack(self, x):
+        if tf.executing_eagerly():
+            self._revive_tokenizer()
+        return self._pack_texts(x)
+
+    def _revive_tokenizer(self):
+        """Rebuild TensorFlow Text's SentencePiece resource if it is gone, before tracing
+        with it: `tf.random.set_seed` (called by `keras.utils.set_random_seed`) drops it, and
+        a graph traced over a dropped resource fails when it runs. The check is one op on
+        the resource: keras-hub's eager `tokenize` runs the `sentencepiece` package instead,
+        so only its TensorFlow Text tokenizer (what the graph calls) can tell."""
         try:
-            return self._pack_texts(x)
+            self.tokenizer._sentence_piece.vocab_size()
         except tf.errors.NotFoundError:
-            # `tf.random.set_seed` (called by `keras.utils.set_random_seed`) drops
-            # TensorFlow Text's SentencePiece resource: rebuild it once and retry.
             self.tokenizer.set_proto(self.tokenizer.proto)
-            self._pack_texts = tf.function(self._pack_batch, reduce_retracing=True)
-            return self._pack_texts(x)
+            self._pack_texts = self._traced_pack()
 
     def _pack_batch(self, x):
         if self.clean_html:
