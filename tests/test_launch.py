@@ -119,6 +119,13 @@ def test_a_lost_worker_is_told_apart_from_other_errors():
         "remote target /job:worker/replica:0/task:1 while calling /tensorflow.WorkerService/RecvBuf"
     )
     assert _lost_cause(RuntimeError(reset)) == "worker 1 closed its connection"
+    refused = (
+        "{{function_node __wrapped__CollectiveReduceV2_Nordering_token_1_device_/job:worker/replica:0/task:0/"
+        "device:CPU:0}} Collective ops is aborted by: failed to connect to all addresses; last error: UNKNOWN: "
+        "ipv4:127.0.0.1:49923: Failed to connect to remote host: Connection refused\nAdditional GRPC error "
+        "information from remote target /job:worker/replica:0/task:1 while calling /tensorflow.WorkerService/RecvBuf"
+    )
+    assert _lost_cause(RuntimeError(refused)) == "worker 1 cannot be reached"
     # JAX's Gloo collectives fail with several error types, naming no worker.
     for text in (
         "Gloo all-reduce failed: Read error: Connection reset by peer",
@@ -248,9 +255,12 @@ def test_two_workers_train_one_process_weights_through_a_kill_and_resume(tiny_pr
     output = kill_worker_1_then_resume(
         launch_command(2, *train_command(tiny_preset, data, killed, *EXACT, *MULTI_WORKER)), killed
     )
-    # Whichever TensorFlow notices first: the missing heartbeats, or the closed socket.
+    # Whichever TensorFlow notices first: the missing heartbeats, the closed socket, or the
+    # refused connection of a worker already gone.
     lost = re.search(
-        r"Lost contact with another worker \(worker 1 (stopped sending heartbeats|closed its connection)\)", output
+        r"Lost contact with another worker \(worker 1 "
+        r"(stopped sending heartbeats|closed its connection|cannot be reached)\)",
+        output,
     )
     assert lost, output[-3000:]
     summary = json.loads((killed / "summary.json").read_text())

@@ -261,9 +261,11 @@ def _lost_cause(error):
     # task appears in the op's name too, so only those places count. JAX's Gloo names none.
     if "unhealthy" in text:
         return f"{_task_names(text.split('unhealthy', 1)[1])} stopped sending heartbeats"
+    remote = _task_names(" ".join(re.findall(r"remote target (\S+)", text)))
     if re.search(r"Connection (reset|closed)|Socket closed", text):
-        remote = " ".join(re.findall(r"remote target (\S+)", text))
-        return f"{_task_names(remote)} closed its connection"
+        return f"{remote} closed its connection"
+    if re.search(r"Connection refused|failed to connect", text):  # Gone before this worker's next call.
+        return f"{remote} cannot be reached"
     gloo = re.search(r"Gloo [\w-]+ failed.*", text)  # JAX's collectives on CPU, raised as several error types.
     if gloo:
         return gloo.group(0)[:200]
