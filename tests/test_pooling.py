@@ -52,3 +52,16 @@ def test_review_scores_the_same_alone_and_in_a_padded_batch(make_classifier, kin
     logits_batch = to_numpy(clf(x, training=False))[0]
     logits_alone = to_numpy(clf(clf.preprocessor([review]), training=False))[0]
     np.testing.assert_allclose(logits_alone, logits_batch, atol=1e-5)
+
+
+def test_the_scoring_step_is_traced_once_for_every_batch_width(make_classifier):
+    import keras
+
+    clf = make_classifier(sequence_length=64)
+    texts = ["Dull.", "A wonderful, moving film. " * 3, "Two hours I will never get back. " * 6]
+    lengths = [int(np.asarray(clf.preprocessor([t])["padding_mask"]).sum()) for t in texts]
+    assert len({-(-n // 16) for n in lengths}) == 3, lengths  # Three batch widths (16 tokens a step).
+    for text in texts:
+        clf.predict_proba([text])
+    if keras.backend.backend() == "tensorflow":
+        assert clf.scoring_model().predict_function.function.experimental_get_tracing_count() == 1
