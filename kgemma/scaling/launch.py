@@ -159,9 +159,9 @@ def launch(command, workers=2, threads=None, grace_seconds=GRACE_SECONDS, write=
                 errors="replace",
             )
             processes.append(process)
-            relays.append(threading.Thread(target=_relay, args=(process.stdout, f"[worker {index}] ", write)))
-            relays[-1].daemon = True
-            relays[-1].start()
+            relay = threading.Thread(target=_relay, args=(process.stdout, f"[worker {index}] ", write), daemon=True)
+            relay.start()
+            relays.append(relay)
             # A thread per worker notes when it ends: the first to fail is the cause, the
             # others' failures (a lost peer) its consequence, even within a poll interval.
             threading.Thread(target=lambda p=process, i=index: (p.wait(), ended.append(i)), daemon=True).start()
