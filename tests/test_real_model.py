@@ -80,8 +80,7 @@ def test_adapter_round_trip_on_the_real_model(classifier, reviews, tmp_path):
     assert path.stat().st_size < 3_000_000
     restored = GemmaSentimentClassifier.from_adapter(path)
     np.testing.assert_allclose(restored.predict_proba(reviews.texts), before, atol=1e-5)
-    with pytest.raises(ValueError, match="lora_rank=8 but this classifier has lora_rank=4"):
-        GemmaSentimentClassifier.from_preset(sequence_length=128, lora_rank=4).load_adapter(path)
+    # A mismatched adapter's refusal is tested on tiny models (tests/test_saving.py).
 
 
 def test_fused_blocks_score_real_reviews_as_keras_hub_does(classifier, reviews):

@@ -392,6 +392,30 @@ def test_training_refuses_a_model_that_would_leave_lora_untrained(make_classifie
             training_model(clf, TrainingConfig(lora_layers=1, cache_prefix=cache), 10)
 
 
+@pytest.mark.parametrize("cache_prefix", [False, True])
+def test_the_training_step_is_traced_once_for_every_batch_width(make_classifier, cache_prefix):
+    from kgemma.scaling.distribution import SingleDevice
+    from kgemma.training.trainer import training_model
+
+    clf = make_classifier(lora_layers=1)
+    model, cached = training_model(clf, TrainingConfig(lora_layers=1, cache_prefix=cache_prefix), 10)
+    assert cached == cache_prefix
+    rng = np.random.default_rng(0)
+    losses = []
+    for rows, width in [(4, 16), (4, 32), (3, 48)]:  # Three widths, and a short batch.
+        mask = np.ones((rows, width), dtype=bool)
+        if cached:
+            states = rng.normal(size=(rows, width, clf.backbone.hidden_dim)).astype(model.compute_dtype)
+            x = {"hidden_states": states, "padding_mask": mask}
+        else:
+            x = {"token_ids": rng.integers(1, 50, size=(rows, width)).astype("int32"), "padding_mask": mask}
+        logs = SingleDevice().train_on_batch(model, x, rng.integers(0, 2, size=rows))  # As `fit` steps.
+        losses.append(float(logs["loss"]))
+    assert np.all(np.isfinite(losses)) and len(set(losses)) == 3
+    if keras.backend.backend() == "tensorflow":
+        assert model.train_function.function.experimental_get_tracing_count() == 1
+
+
 @pytest.mark.slow
 def test_keras_fit_on_texts_takes_the_same_steps_as_kgemma_training(make_classifier, review_rows, tmp_path):
     import math

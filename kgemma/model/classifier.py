@@ -38,13 +38,14 @@ from kgemma.model.preprocessor import tokenize
 from kgemma.model.text import check_finite
 from kgemma.model.text import check_not_empty
 from kgemma.model.text import check_texts
+from kgemma.model.tracing import AnyWidthSteps
 
 # Arguments of `from_preset` that configure the preprocessor rather than the model.
 PREPROCESSOR_ARGS = ("sequence_length", "truncation", "clean_html", "label_names")
 
 
 @keras.saving.register_keras_serializable(package="kgemma")
-class GemmaSentimentClassifier(keras_hub.models.TextClassifier):
+class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
     """A Gemma language model turned into a sentiment classifier with LoRA.
 
     Text flows: preprocessor -> Gemma backbone (frozen, with LoRA adapters on the

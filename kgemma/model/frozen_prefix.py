@@ -12,13 +12,13 @@ All three run Gemma 3 blocks through `kgemma.model.fused_blocks` (the same funct
 as keras-hub's blocks, with less work around the matmuls) unless `fused=False`.
 """
 
-import keras
 from keras import ops
 
 from kgemma.model.fused_blocks import run_blocks
 from kgemma.model.fused_blocks import supports_fused
 from kgemma.model.int8 import check_int8_backend
 from kgemma.model.int8 import int8_is_fastest
+from kgemma.model.tracing import AnyWidthModel
 
 
 def embed_tokens(backbone, token_ids):
@@ -44,56 +44,6 @@ def check_int8(int8, backbone, fused=None):
                 f"int8 matmuls run in kgemma's fused Gemma 3 blocks only; {type(backbone).__name__} takes keras-hub's."
             )
     return bool(int8)
-
-
-def _any_width_spec(data):
-    """`data` as TensorFlow input specs whose second axis (tokens) takes any length;
-    None unless every input is a numpy array or a tensor (a distribution strategy's
-    per-replica values are left to Keras)."""
-    import numpy as np
-    import tensorflow as tf
-
-    leaves = keras.tree.flatten(data)
-    if not leaves or not all(isinstance(x, (np.ndarray, tf.Tensor)) for x in leaves):
-        return None
-
-    def spec(x):
-        shape = list(x.shape)
-        return tf.TensorSpec(shape[:1] + [None] + shape[2:] if len(shape) > 1 else shape, tf.as_dtype(x.dtype))
-
-    return keras.tree.map_structure(spec, data)
-
-
-class AnyWidthModel(keras.Model):
-    """A Keras model whose TensorFlow predict step is traced once for batches of any
-    width. kgemma pads each batch only to its longest review (rounded up to 16 tokens),
-    so widths vary from batch to batch; Keras's `reduce_retracing` traces the first
-    width, then a second time for any width. One trace of the embedded model's 18
-    blocks takes 10 s or more on a 2-core CPU, so the first call traces for any width
-    at once. Other backends are left as Keras runs them."""
-
-    def make_predict_function(self, force=False):
-        if self.predict_function is not None and not force:
-            return self.predict_function
-        super().make_predict_function(force)
-        function = self.predict_function
-        if (
-            keras.backend.backend() != "tensorflow"
-            or self.run_eagerly
-            or not hasattr(function, "get_concrete_function")
-        ):
-            return function
-
-        def predict_any_width(data):
-            if not function.experimental_get_tracing_count():
-                spec = _any_width_spec(data)
-                if spec is not None:
-                    function.get_concrete_function(spec)
-            return function(data)
-
-        predict_any_width.function = function  # For tests: its tracing count.
-        self.predict_function = predict_any_width
-        return predict_any_width
 
 
 class FrozenPrefix(AnyWidthModel):
