@@ -400,6 +400,9 @@ def test_the_training_step_is_traced_once_for_every_batch_width(make_classifier,
     clf = make_classifier(lora_layers=1)
     model, cached = training_model(clf, TrainingConfig(lora_layers=1, cache_prefix=cache_prefix), 10)
     assert cached == cache_prefix
+    traces = []  # Python runs of the train step: one per trace of it.
+    keras_step = model.train_step
+    model.train_step = lambda data: traces.append(1) or keras_step(data)
     rng = np.random.default_rng(0)
     losses = []
     for rows, width in [(4, 16), (4, 32), (3, 48)]:  # Three widths, and a short batch.
@@ -413,7 +416,8 @@ def test_the_training_step_is_traced_once_for_every_batch_width(make_classifier,
         losses.append(float(logs["loss"]))
     assert np.all(np.isfinite(losses)) and len(set(losses)) == 3
     if keras.backend.backend() == "tensorflow":
-        assert model.train_function.function.experimental_get_tracing_count() == 1
+        # Once: not again for another width, nor for the optimizer's variables created in it.
+        assert len(traces) == 1
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ widths vary from batch to batch, and a training epoch's short batches vary the r
 count too. Keras traces its TensorFlow steps with `reduce_retracing`: the first
 shape, then once more for any shape. One trace of the embedded model's 18 blocks
 takes 10 s or more on a 2-core CPU (a training step's, with its gradient, 40 s), so
-`AnyWidthSteps` traces the first call for any width at once. Other backends are
+`AnyWidthSteps` traces the first call for any width at once, and a training step
+only once (its optimizer built before the trace). Other backends are
 left as Keras runs them.
 """
 
@@ -44,8 +45,9 @@ def _traces(model):
 class AnyWidthSteps:
     """A mixin for a `keras.Model` (before it in the bases): its TensorFlow predict
     step (`predict_on_batch`) and train step (`train_on_batch`) are each traced once
-    for batches of any width. `fit`, `predict` and `evaluate` on datasets keep
-    Keras's own steps."""
+    for batches of any width, and the train step only once, its optimizer built
+    before it is traced (in `fit` too). `fit`, `predict` and `evaluate` on datasets
+    otherwise keep Keras's own steps."""
 
     def make_predict_function(self, force=False):
         if self.predict_function is not None and not force:
@@ -80,6 +82,7 @@ class AnyWidthSteps:
         function = tf.function(lambda data: keras_function(iter([data])), reduce_retracing=True)
 
         def train_any_width(iterator):
+            self._build_optimizer()
             if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
                 return keras_function(iterator)  # Keras's fit: its own multi-step loop.
             outputs = None
@@ -93,9 +96,16 @@ class AnyWidthSteps:
                 outputs = function(data)
             return outputs
 
-        train_any_width.function = function  # For tests: its tracing count.
         self.train_function = train_any_width
         return train_any_width
+
+    def _build_optimizer(self):
+        """Build the optimizer's variables now. Without a distribution strategy,
+        Keras's TensorFlow trainer leaves them to the first trace of the train step,
+        and a `tf.function` that creates variables is traced a second time (twice
+        the tracing time of the first step: 40 s or more for the embedded model)."""
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
 
 
 class AnyWidthModel(AnyWidthSteps, keras.Model):
