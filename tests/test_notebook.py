@@ -26,7 +26,7 @@ def test_the_notebook_runs_end_to_end(imdb_dir, tmp_path):
     tagged = [i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     notebook.cells.insert(
-        tagged[0] + 1, nbformat.v4.new_code_cell("TRAIN_REVIEWS = 40\nTEST_REVIEWS = 24\nSEQUENCE_LENGTH = 64")
+        tagged[0] + 1, nbformat.v4.new_code_cell("TRAIN_REVIEWS = 24\nTEST_REVIEWS = 16\nSEQUENCE_LENGTH = 32")
     )
     # The kernel is this interpreter, reading the IMDB copy and importing this checkout.
     root = str(Path(__file__).parent.parent)
