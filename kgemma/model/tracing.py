@@ -4,9 +4,9 @@ kgemma pads each batch only to its longest review (rounded up to 16 tokens), so
 widths vary from batch to batch, and a training epoch's short batches vary the row
 count too. Keras traces its TensorFlow steps with `reduce_retracing`: the first
 shape, then once more for any shape. One trace of the embedded model's 18 blocks
-takes 10 s or more on a 2-core CPU (a training step's, with its gradient, 40 s), so
-`AnyWidthSteps` traces the first call for any width at once, and a training step
-only once (its optimizer built before the trace). Other backends are
+takes 10 s or more on a 2-core CPU (a training step's, with its gradient, 15-19 s on
+an AVX2 one), so `AnyWidthSteps` traces the first call for any width at once, and a
+training step only once (its optimizer built before the trace). Other backends are
 left as Keras runs them.
 """
 
@@ -102,8 +102,8 @@ class AnyWidthSteps:
     def _build_optimizer(self):
         """Build the optimizer's variables now. Without a distribution strategy,
         Keras's TensorFlow trainer leaves them to the first trace of the train step,
-        and a `tf.function` that creates variables is traced a second time (twice
-        the tracing time of the first step: 40 s or more for the embedded model)."""
+        and a `tf.function` that creates variables is traced a second time (for
+        the embedded model, 15-19 s more on a 2-core AVX2 CPU: docs/performance.md)."""
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
 
