@@ -345,8 +345,7 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
     def save(self, filepath, *args, **kwargs):
         """Save as `.keras`. The optimizer is built first so that its state always
         loads back into the optimizer `compile_from_config` builds."""
-        if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
+        self._build_optimizer()
         return super().save(filepath, *args, **kwargs)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):

@@ -11,13 +11,13 @@ left as Keras runs them.
 """
 
 import keras
+import numpy as np
 
 
 def any_width_spec(data, any_rows=False):
     """`data` as TensorFlow input specs whose second axis (tokens) takes any length,
     and with `any_rows` the first (rows) too; None unless every input is a numpy
     array or a tensor (a distribution strategy's per-replica values are left to Keras)."""
-    import numpy as np
     import tensorflow as tf
 
     leaves = [x for x in keras.tree.flatten(data) if x is not None]  # No sample weights, say.
@@ -103,8 +103,9 @@ class AnyWidthSteps:
         """Build the optimizer's variables now. Without a distribution strategy,
         Keras's TensorFlow trainer leaves them to the first trace of the train step,
         and a `tf.function` that creates variables is traced a second time (for
-        the embedded model, 15-19 s more on a 2-core AVX2 CPU: docs/performance.md)."""
-        if self.optimizer is not None and not self.optimizer.built:
+        the embedded model, 15-19 s more on a 2-core AVX2 CPU: docs/performance.md).
+        `save` needs it too, so that the optimizer's state loads back."""
+        if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
 
 
