@@ -1,14 +1,16 @@
 """Shared fixtures: tiny random Gemma 1/2 and Gemma 3 backbones with a tiny
-SentencePiece vocabulary trained here, and paths to the real data and model."""
+SentencePiece vocabulary trained here, and paths to the real data and model.
 
+Keras (and with it TensorFlow) is imported inside the functions that use it, not here:
+pytest-xdist's controller process loads this file but runs no test, and importing
+TensorFlow there cost every run ~10 s before the workers started."""
+
+import functools
 import io
 import os
 from pathlib import Path
 
-import keras
-import keras_hub
 import pytest
-import sentencepiece
 
 REPO = Path(__file__).resolve().parents[1]
 IMDB_DIR = Path(os.environ.get("KGEMMA_IMDB_DIR", REPO.parent / "shared" / "data" / "imdb"))
@@ -43,6 +45,8 @@ def spm_proto():
 
 def train_spm_proto():
     """A 400-piece BPE (256 of them byte fallbacks) SentencePiece model with Gemma's special tokens."""
+    import sentencepiece
+
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(CORPUS * 20),
@@ -65,6 +69,9 @@ def train_spm_proto():
 
 
 def tiny_backbone(kind, vocabulary_size, seed=0, dtype=None):
+    import keras
+    import keras_hub
+
     keras.utils.set_random_seed(seed)
     common = dict(
         dtype=dtype,
@@ -89,32 +96,41 @@ def tiny_backbone(kind, vocabulary_size, seed=0, dtype=None):
 
 
 def tiny_tokenizer(kind, proto):
+    import keras_hub
+
     if kind == "gemma":
         return keras_hub.models.GemmaTokenizer(proto=proto)
     return keras_hub.models.Gemma3Tokenizer(proto=proto, has_vision_tokens=False)
 
 
-@pytest.fixture(params=["gemma", "gemma3"])
+# Gemma 1/2 (`GemmaBackbone`) and Gemma 3; the Gemma 1/2 variants carry the `older_gemma`
+# marker, so that `make test-fast` runs each of these tests once, on the default family.
+@pytest.fixture(params=[pytest.param("gemma", marks=pytest.mark.older_gemma), "gemma3"])
 def kind(request):
     return request.param
 
 
-@pytest.fixture
-def make_classifier(spm_proto):
-    """Factory: a tiny classifier of the given kind; same seed gives same weights."""
+def tiny_classifier(proto, kind="gemma3", seed=0, sequence_length=32, truncation="head", dtype=None, **kwargs):
+    """A tiny classifier of the given kind on the SentencePiece model `proto`; the same
+    seed gives the same weights."""
+    import keras
+
     from kgemma import GemmaSentimentClassifier
     from kgemma import GemmaSentimentClassifierPreprocessor
 
-    def make(kind="gemma3", seed=0, sequence_length=32, truncation="head", dtype=None, **kwargs):
-        tokenizer = tiny_tokenizer(kind, spm_proto)
-        backbone = tiny_backbone(kind, tokenizer.vocabulary_size(), seed=seed, dtype=dtype)
-        preprocessor = GemmaSentimentClassifierPreprocessor(
-            tokenizer, sequence_length=sequence_length, truncation=truncation
-        )
-        keras.utils.set_random_seed(seed + 1)
-        return GemmaSentimentClassifier(backbone=backbone, preprocessor=preprocessor, **kwargs)
+    tokenizer = tiny_tokenizer(kind, proto)
+    backbone = tiny_backbone(kind, tokenizer.vocabulary_size(), seed=seed, dtype=dtype)
+    preprocessor = GemmaSentimentClassifierPreprocessor(
+        tokenizer, sequence_length=sequence_length, truncation=truncation
+    )
+    keras.utils.set_random_seed(seed + 1)
+    return GemmaSentimentClassifier(backbone=backbone, preprocessor=preprocessor, **kwargs)
 
-    return make
+
+@pytest.fixture
+def make_classifier(spm_proto):
+    """Factory: `tiny_classifier` on the session's SentencePiece model."""
+    return functools.partial(tiny_classifier, spm_proto)
 
 
 @pytest.fixture(scope="session")
@@ -180,6 +196,8 @@ def randomize_head(classifier, seed=0):
 def to_numpy(x):
     """A backend tensor as numpy, on every Keras backend (torch refuses np.asarray on
     a tensor that requires grad), bfloat16 kept as ml_dtypes' bfloat16."""
+    import keras
+
     return keras.ops.convert_to_numpy(x)
 
 

@@ -5,13 +5,16 @@ import pytest
 
 from kgemma.data.text import clean_text
 from tests.conftest import randomize_head
+from tests.conftest import tiny_classifier
 
 TEXTS = ["A wonderful, moving film with great acting.", "The plot was dull <br /> and the acting terrible."]
 
 
-@pytest.fixture
-def classifier(make_classifier):
-    return randomize_head(make_classifier(kind="gemma3", sequence_length=64))
+@pytest.fixture(scope="module")
+def classifier(spm_proto):
+    """One classifier for the module's tests, none of which changes it: its traced
+    gradient function (a few seconds a classifier) is reused from test to test."""
+    return randomize_head(tiny_classifier(spm_proto, kind="gemma3", sequence_length=64))
 
 
 def test_integrated_gradients_are_complete_and_read_back_as_the_review(classifier, make_classifier):
@@ -60,15 +63,15 @@ def test_bad_requests_are_refused_by_name(classifier, kwargs, message):
 
 def test_input_gradients_match_finite_differences(classifier):
     # The one backend-specific part of explain: `make test` runs this on JAX and torch too.
-    from kgemma.model.explain import _gradient_function
     from kgemma.model.explain import _target_logits
+    from kgemma.model.explain import _upper_and_gradients
 
-    upper = classifier.upper_stack(depth=0)
+    upper, gradients = _upper_and_gradients(classifier)  # `_gradient_function(classifier.upper_stack(depth=0))`
     rng = np.random.default_rng(0)
     hidden = rng.normal(size=(2, 6, classifier.backbone.hidden_dim)).astype("float32")
     mask = np.ones((2, 6), dtype="int32")
     direction = rng.normal(size=hidden.shape).astype("float32")
-    analytic = float((_gradient_function(upper)(hidden, mask, 1) * direction).sum())
+    analytic = float((gradients(hidden, mask, 1) * direction).sum())
     eps = 1e-2
     plus, minus = (_target_logits(upper, hidden + sign * eps * direction, mask, 1).sum() for sign in (1, -1))
     assert analytic == pytest.approx((plus - minus) / (2 * eps), rel=2e-2)

@@ -54,7 +54,7 @@ def test_review_scores_the_same_alone_and_in_a_padded_batch(make_classifier, kin
     np.testing.assert_allclose(logits_alone, logits_batch, atol=1e-5)
 
 
-def test_the_scoring_step_is_traced_once_for_every_batch_width(make_classifier):
+def test_the_scoring_step_is_traced_once_for_every_batch_width_and_size(make_classifier):
     import keras
 
     clf = make_classifier(sequence_length=64)
@@ -63,5 +63,6 @@ def test_the_scoring_step_is_traced_once_for_every_batch_width(make_classifier):
     assert len({-(-n // 16) for n in lengths}) == 3, lengths  # Three batch widths (16 tokens a step).
     for text in texts:
         clf.predict_proba([text])
+    clf.predict_proba(texts[:2])  # Fewer reviews than a batch: a batch of two rows.
     if keras.backend.backend() == "tensorflow":
         assert clf.scoring_model().predict_function.function.experimental_get_tracing_count() == 1

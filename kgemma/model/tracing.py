@@ -1,13 +1,15 @@
 """Keras steps traced once for batches of any width (TensorFlow backend).
 
 kgemma pads each batch only to its longest review (rounded up to 16 tokens), so
-widths vary from batch to batch, and a training epoch's short batches vary the row
-count too. Keras traces its TensorFlow steps with `reduce_retracing`: the first
+widths vary from batch to batch; a training epoch's short batches vary the row count
+too, and so does scoring fewer reviews than a batch (`predict_proba` on one review,
+then on three). Keras traces its TensorFlow steps with `reduce_retracing`: the first
 shape, then once more for any shape. One trace of the embedded model's 18 blocks
 takes 10 s or more on a 2-core CPU (a training step's, with its gradient, 15-19 s on
-an AVX2 one), so `AnyWidthSteps` traces the first call for any width at once, and a
-training step only once (its optimizer built before the trace). Other backends are
-left as Keras runs them.
+an AVX2 one), so `AnyWidthSteps` traces the first call for any width and row count
+at once, and a training step only once (its optimizer built before the trace). The
+relaxed scoring graph runs as fast as a fixed-size one (docs/performance.md). Other
+backends are left as Keras runs them.
 """
 
 import keras
@@ -45,7 +47,7 @@ def _traces(model):
 class AnyWidthSteps:
     """A mixin for a `keras.Model` (before it in the bases): its TensorFlow predict
     step (`predict_on_batch`) and train step (`train_on_batch`) are each traced once
-    for batches of any width, and the train step only once, its optimizer built
+    for batches of any width and size, and the train step only once, its optimizer built
     before it is traced (in `fit` too). `fit`, `predict` and `evaluate` on datasets
     otherwise keep Keras's own steps."""
 
@@ -59,7 +61,7 @@ class AnyWidthSteps:
 
         def predict_any_width(data):
             if not function.experimental_get_tracing_count():
-                spec = any_width_spec(data)
+                spec = any_width_spec(data, any_rows=True)
                 if spec is not None:
                     function.get_concrete_function(spec)
             return function(data)
