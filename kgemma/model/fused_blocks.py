@@ -177,15 +177,25 @@ def _attend(q, k, v, cos, sin, bias, q_scale, k_scale, epsilon, factor, n_kv):
     return ops.reshape(mixed, (batch, length, n_q * head))
 
 
-def _project(layer, x, kernel, layer_input=None, training=None, int8=False):
+def _project(layer, x, kernel, rows, layer_input=None, training=None, int8=False):
     """`x @ kernel`, plus the LoRA adapter attached to `layer`, if any, on the input in
-    the layout the layer's einsum takes (`layer_input`, default `x`)."""
-    y = int8_matmul(x, *cached_int8_kernel(layer, kernel)) if int8 else ops.matmul(x, kernel)
+    the layout the layer's einsum takes (`layer_input`, default `x`). `rows` is
+    `(batch, length)`, computed once per block."""
+    y = int8_matmul(x, *cached_int8_kernel(layer, kernel)) if int8 else _matmul(x, kernel, rows)
     adapter = getattr(layer, "kgemma_lora", None)
     if adapter is None:
         return y
     update = adapter(x if layer_input is None else layer_input, training=training)
-    return y + ops.cast(ops.reshape(update, ops.shape(y)), y.dtype)
+    return y + ops.cast(ops.reshape(update, (*rows, y.shape[-1])), y.dtype)
+
+
+def _matmul(x, kernel, rows):
+    """`x @ kernel` for `(batch, length, in)` states `x`, as one 2-D matmul. What
+    `ops.matmul` computes, but on TensorFlow that builds a `tf.tensordot` with about 20
+    graph ops of shape arithmetic per projection, and tracing time grows with the ops
+    (`tf.einsum`, one op, ran the embedded model's forward 25% slower on a CPU)."""
+    y = ops.matmul(ops.reshape(x, (-1, x.shape[-1])), kernel)
+    return ops.reshape(y, (*rows, kernel.shape[-1]))
 
 
 def _scale(norm):
@@ -199,8 +209,9 @@ def _fused_block(block, x, context, training):
 
     # Attention. Query kernels are (heads, hidden, head_dim): as one (hidden, heads * head_dim) matrix.
     normed = _norm(x, _scale(block.pre_attention_norm), block.pre_attention_norm.epsilon)
+    rows = ops.shape(x)[:2]  # (batch, length)
     q, k, v = (
-        _project(dense, normed, _heads_last(dense.kernel), training=training, int8=int8)
+        _project(dense, normed, _heads_last(dense.kernel), rows, training=training, int8=int8)
         for dense in (attention.query_dense, attention.key_dense, attention.value_dense)
     )
     cos, sin = context.rotary(attention.rope_layer, head)
@@ -210,17 +221,16 @@ def _fused_block(block, x, context, training):
     mixed = _attend(
         q, k, v, cos, sin, context.attention_bias(window), _scale(q_norm), _scale(k_norm), q_norm.epsilon, factor, n_kv
     )
-    batch, length = ops.shape(x)[0], ops.shape(x)[1]
     out_kernel = ops.reshape(attention.output_dense.kernel, (n_q * head, -1))
-    heads_input = ops.reshape(mixed, (batch, length, n_q, head))
-    attended = _project(attention.output_dense, mixed, out_kernel, heads_input, training, int8)
+    heads_input = ops.reshape(mixed, (*rows, n_q, head))
+    attended = _project(attention.output_dense, mixed, out_kernel, rows, heads_input, training, int8)
     x = _add_normed(x, attended, _scale(block.post_attention_norm), block.post_attention_norm.epsilon)
 
     # Feed-forward: gelu(x @ gate) * (x @ up) @ down.
     normed = _norm(x, _scale(block.pre_ffw_norm), block.pre_ffw_norm.epsilon)
-    gate = _project(block.gating_ffw, normed, block.gating_ffw.kernel, training=training, int8=int8)
-    up = _project(block.gating_ffw_2, normed, block.gating_ffw_2.kernel, training=training, int8=int8)
-    down = _project(block.ffw_linear, _gated(gate, up), block.ffw_linear.kernel, training=training, int8=int8)
+    gate = _project(block.gating_ffw, normed, block.gating_ffw.kernel, rows, training=training, int8=int8)
+    up = _project(block.gating_ffw_2, normed, block.gating_ffw_2.kernel, rows, training=training, int8=int8)
+    down = _project(block.ffw_linear, _gated(gate, up), block.ffw_linear.kernel, rows, training=training, int8=int8)
     return _add_normed(x, down, _scale(block.post_ffw_norm), block.post_ffw_norm.epsilon)
 
 
