@@ -1,4 +1,4 @@
-"""Keras steps traced once for batches of any width (TensorFlow backend).
+"""Keras steps traced once for batches of any width and size (TensorFlow backend).
 
 kgemma pads each batch only to its longest review (rounded up to 16 tokens), so
 widths vary from batch to batch; a training epoch's short batches vary the row count
@@ -16,10 +16,10 @@ import keras
 import numpy as np
 
 
-def any_width_spec(data, any_rows=False):
-    """`data` as TensorFlow input specs whose second axis (tokens) takes any length,
-    and with `any_rows` the first (rows) too; None unless every input is a numpy
-    array or a tensor (a distribution strategy's per-replica values are left to Keras)."""
+def any_batch_spec(data):
+    """`data` as TensorFlow input specs whose first two axes (rows, and tokens where
+    there are two) take any length; None unless every input is a numpy array or a
+    tensor (a distribution strategy's per-replica values are left to Keras)."""
     import tensorflow as tf
 
     leaves = [x for x in keras.tree.flatten(data) if x is not None]  # No sample weights, say.
@@ -30,10 +30,7 @@ def any_width_spec(data, any_rows=False):
         if x is None:
             return None
         shape = list(x.shape)
-        if len(shape) > 1:
-            shape[1] = None
-        if any_rows and shape:
-            shape[0] = None
+        shape[:2] = [None] * len(shape[:2])
         return tf.TensorSpec(shape, tf.as_dtype(x.dtype))
 
     return keras.tree.map_structure(spec, data)
@@ -61,7 +58,7 @@ class AnyWidthSteps:
 
         def predict_any_width(data):
             if not function.experimental_get_tracing_count():
-                spec = any_width_spec(data, any_rows=True)
+                spec = any_batch_spec(data)
                 if spec is not None:
                     function.get_concrete_function(spec)
             return function(data)
@@ -89,7 +86,7 @@ class AnyWidthSteps:
                 return keras_function(iterator)  # Keras's fit: its own multi-step loop.
             outputs = None
             for data in iterator:  # `train_on_batch` gives one batch.
-                spec = any_width_spec(data, any_rows=True)
+                spec = any_batch_spec(data)
                 if spec is None:
                     outputs = keras_function(iter([data]))
                     continue
