@@ -79,11 +79,13 @@ def run_blocks(blocks, x, padding_mask, training=None, fused=True, int8=False):
 
 
 class _BatchContext:
-    """What every block of a batch shares: attention biases and rotary tables,
-    built on first use for each window kind and wavelength."""
+    """What every block of a batch shares: its `(batch, length)` for reshapes, and
+    attention biases and rotary tables, built on first use for each window kind and
+    wavelength."""
 
     def __init__(self, x, padding_mask, int8=False):
-        self.length = ops.shape(x)[1]
+        self.rows = ops.shape(x)[:2]
+        self.length = self.rows[1]
         self.padding_mask = padding_mask
         self.int8 = int8
         self._bias = {}
@@ -180,7 +182,7 @@ def _attend(q, k, v, cos, sin, bias, q_scale, k_scale, epsilon, factor, n_kv):
 def _project(layer, x, kernel, rows, layer_input=None, training=None, int8=False):
     """`x @ kernel`, plus the LoRA adapter attached to `layer`, if any, on the input in
     the layout the layer's einsum takes (`layer_input`, default `x`). `rows` is
-    `(batch, length)`, computed once per block."""
+    `(batch, length)`, computed once per batch."""
     y = int8_matmul(x, *cached_int8_kernel(layer, kernel)) if int8 else _matmul(x, kernel, rows)
     adapter = getattr(layer, "kgemma_lora", None)
     if adapter is None:
@@ -209,7 +211,7 @@ def _fused_block(block, x, context, training):
 
     # Attention. Query kernels are (heads, hidden, head_dim): as one (hidden, heads * head_dim) matrix.
     normed = _norm(x, _scale(block.pre_attention_norm), block.pre_attention_norm.epsilon)
-    rows = ops.shape(x)[:2]  # (batch, length)
+    rows = context.rows
     q, k, v = (
         _project(dense, normed, _heads_last(dense.kernel), rows, training=training, int8=int8)
         for dense in (attention.query_dense, attention.key_dense, attention.value_dense)
