@@ -68,7 +68,7 @@ def top_layers_model(upper, classifier, config, count):
     from kgemma.model.frozen_prefix import UpperStack
     from kgemma.model.fused_blocks import run_blocks
     from kgemma.training.loss import training_loss
-    from kgemma.training.trainer import _compile_upper
+    from kgemma.training.trainer import _compile_for_training
     from kgemma.training.trainer import keras_jit_compile
 
     if not 1 <= count <= len(upper.blocks):
@@ -84,7 +84,7 @@ def top_layers_model(upper, classifier, config, count):
             return self.classifier_head(ops.mean(ops.stack(pooled), axis=0), training=training)
 
     model = TopLayersUpperStack(classifier, upper.depth, fused=upper.fused, name="top_layers_upper_stack")
-    _compile_upper(
+    _compile_for_training(
         model, classifier, training_loss(classifier, config.label_smoothing), keras_jit_compile(config.jit_compile)
     )
     return model

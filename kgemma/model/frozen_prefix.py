@@ -145,4 +145,7 @@ class ClassifierForward(UpperStack):
         mask = inputs["padding_mask"]
         frozen = self.backbone.transformer_layers[: self.depth]
         x = run_blocks(frozen, x, mask, training=training, fused=self.fused, int8=self.frozen_int8)
+        # Nothing below trains: without this, TensorFlow's tape traced the gradient through
+        # the embedding and the frozen blocks too (unused, but traced on every first step).
+        x = ops.stop_gradient(x)
         return super().call({"hidden_states": x, "padding_mask": mask}, training=training)
