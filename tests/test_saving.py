@@ -4,6 +4,7 @@ import pytest
 
 from tests.conftest import randomize_head
 from tests.conftest import serve_in_plain_tensorflow
+from tests.conftest import tiny_classifier
 
 REVIEWS = ["A wonderful, moving film.", "Two hours I will never get back.", "Loved the music."]
 
@@ -14,6 +15,14 @@ def trained(clf):
     for w in clf.trainable_weights:
         w.assign(rng.normal(scale=0.3, size=w.shape))
     return clf
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(spm_proto, tmp_path_factory):
+    """A trained tiny Gemma 3 classifier and its adapter file, shared by the tests that
+    only read them (each classifier costs a test about a second to build and trace)."""
+    clf = trained(tiny_classifier(spm_proto))
+    return clf, clf.save_adapter(tmp_path_factory.mktemp("trained") / "adapter.npz")
 
 
 def test_keras_file_round_trip_gives_identical_predictions(make_classifier, kind, tmp_path):
@@ -36,9 +45,8 @@ def test_adapter_round_trip(make_classifier, kind, tmp_path):
     np.testing.assert_allclose(fresh.predict_proba(REVIEWS), clf.predict_proba(REVIEWS), atol=1e-6)
 
 
-def test_adapter_holds_only_lora_and_head(make_classifier, tmp_path):
-    clf = make_classifier()
-    path = clf.save_adapter(tmp_path / "adapter.npz")
+def test_adapter_holds_only_lora_and_head(trained_adapter):
+    clf, path = trained_adapter
     stored = np.load(path)
     n_values = sum(stored[k].size for k in stored.files if not k.startswith("__"))
     assert n_values == sum(int(np.prod(w.shape)) for w in clf.trainable_weights)
@@ -53,8 +61,8 @@ def test_adapter_holds_only_lora_and_head(make_classifier, tmp_path):
         (dict(seed=5), "different base model"),
     ],
 )
-def test_adapter_refuses_an_incompatible_classifier(make_classifier, tmp_path, change, message):
-    path = trained(make_classifier()).save_adapter(tmp_path / "adapter.npz")
+def test_adapter_refuses_an_incompatible_classifier(make_classifier, trained_adapter, change, message):
+    _, path = trained_adapter
     other = make_classifier(**change)
     before = [w.numpy().copy() for w in other.weights]
     with pytest.raises(ValueError, match=message):
@@ -69,8 +77,8 @@ def test_adapter_refuses_another_backbone_class(make_classifier, tmp_path):
         make_classifier("gemma3").load_adapter(path)
 
 
-def test_bad_adapter_files_get_clear_errors(make_classifier, tmp_path):
-    clf = make_classifier()
+def test_bad_adapter_files_get_clear_errors(trained_adapter, tmp_path):
+    clf, _ = trained_adapter
     with pytest.raises(FileNotFoundError, match="Adapter file not found"):
         clf.load_adapter(tmp_path / "missing.npz")
     corrupt = tmp_path / "corrupt.npz"
@@ -100,13 +108,12 @@ def test_failed_adapter_save_keeps_the_previous_file(make_classifier, tmp_path, 
     assert [p.name for p in tmp_path.iterdir()] == ["adapter.npz"]
 
 
-def test_a_bfloat16_copy_of_the_base_model_takes_the_same_adapters(make_classifier, tmp_path):
+def test_a_bfloat16_copy_of_the_base_model_takes_the_same_adapters(trained_adapter):
     import keras_hub
 
     from kgemma.model.backbones import backbone_fingerprint
 
-    clf = trained(make_classifier())
-    path = clf.save_adapter(tmp_path / "adapter.npz")
+    clf, path = trained_adapter
     config = {**clf.backbone.get_config(), "dtype": "bfloat16"}
     half = keras_hub.models.Gemma3Backbone.from_config(config)
     half.set_weights(clf.backbone.get_weights())
