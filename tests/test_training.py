@@ -392,6 +392,18 @@ def test_training_refuses_a_model_that_would_leave_lora_untrained(make_classifie
             training_model(clf, TrainingConfig(lora_layers=1, cache_prefix=cache), 10)
 
 
+def test_training_without_a_cached_prefix_runs_the_fused_blocks_on_the_classifiers_weights(make_classifier):
+    from kgemma.model.frozen_prefix import ClassifierForward
+    from kgemma.training.trainer import training_model
+
+    clf = make_classifier()
+    model, cached = training_model(clf, TrainingConfig(), 10)
+    assert not cached and isinstance(model, ClassifierForward) and model.fused
+    # The same variables in the same order: checkpoints hold them by position.
+    assert [id(w) for w in model.trainable_weights] == [id(w) for w in clf.trainable_weights]
+    assert model.optimizer is clf.optimizer
+
+
 @pytest.mark.parametrize("cache_prefix", [False, True])
 def test_the_training_step_is_traced_once_for_every_batch_width(make_classifier, cache_prefix):
     from kgemma.scaling.distribution import SingleDevice
