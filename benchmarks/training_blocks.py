@@ -2,14 +2,14 @@
 
     python benchmarks/training_blocks.py --data ../shared/data/imdb
 
-Builds the two models a run could train, sharing one classifier's weights and optimizer:
-the classifier itself (keras-hub's `Gemma3DecoderBlock`s, what `kgemma.training` trained
-before) and its `ClassifierForward` (`kgemma.model.fused_blocks`, what it trains now),
-each compiled as `kgemma.training` compiles it. Takes one untimed step on each (the
-trace), then `--rounds` timed steps each on the same batch of the `--batch-size`
-longest reviews of a stratified sample, alternating which goes first, so that a noisy
-machine weighs on both alike. Prints the seconds and the largest logit difference of the
-two models on that batch. It asserts nothing.
+Builds two models sharing one classifier's weights and optimizer: the classifier as
+`kgemma.training` (and Keras's `clf.fit`) trains it, whose `call` runs the fused blocks
+(`kgemma.model.fused_blocks`), and a `ClassifierForward` with `fused=False`, which runs
+keras-hub's `Gemma3DecoderBlock`s (what both trained through before), compiled alike.
+Takes one untimed step on each (the trace), then `--rounds` timed steps each on the
+same batch of the `--batch-size` longest reviews of a stratified sample, alternating
+which goes first, so that a noisy machine weighs on both alike. Prints the seconds and
+the largest logit difference of the two models on that batch. It asserts nothing.
 """
 
 import os
@@ -34,6 +34,7 @@ def main(data, sequence_length, batch_size, dtype, lora_layers, rounds):
     from kgemma import GemmaSentimentClassifier
     from kgemma.data import load_imdb
     from kgemma.data import stratified_sample
+    from kgemma.model.frozen_prefix import ClassifierForward
     from kgemma.model.preprocessor import tokenize
     from kgemma.scaling.distribution import SingleDevice
     from kgemma.training import TrainingConfig
@@ -46,8 +47,9 @@ def main(data, sequence_length, batch_size, dtype, lora_layers, rounds):
     keras.utils.set_random_seed(config.seed)
     clf = GemmaSentimentClassifier.from_preset(dtype=dtype, **config.classifier_options())
     fused, _ = training_model(clf, config, total_steps=100)
-    _compile_for_training(clf, clf, training_loss(clf, config.label_smoothing), keras_jit_compile(config.jit_compile))
-    models = {"keras-hub blocks": clf, "fused blocks": fused}
+    plain = ClassifierForward(clf, fused=False, name="keras_hub_blocks")
+    _compile_for_training(plain, clf, training_loss(clf, config.label_smoothing), keras_jit_compile(config.jit_compile))
+    models = {"keras-hub blocks": plain, "fused blocks": fused}
 
     reviews = stratified_sample(load_imdb("train", data), 8 * batch_size, seed=0)
     features = tokenize(clf.preprocessor, reviews.texts)

@@ -201,6 +201,15 @@ def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def keras_hub_outputs(classifier, features):
+    """The classifier's outputs through its functional graph: keras-hub's backbone and
+    `Gemma3DecoderBlock`s, the reference the fused blocks are tested against (the
+    classifier's own `call` runs the fused ones)."""
+    import keras_hub
+
+    return to_numpy(keras_hub.models.TextClassifier.call(classifier, features, training=False))
+
+
 def serve_in_plain_tensorflow(saved_model, *batches):
     """Probabilities for each batch of texts from a raw-text SavedModel, in a fresh process
     that imports TensorFlow and TensorFlow Text (its SentencePiece op), not kgemma."""

@@ -10,6 +10,7 @@ import pytest
 
 from kgemma.model.fused_blocks import run_blocks
 from kgemma.model.fused_blocks import supports_fused
+from tests.conftest import keras_hub_outputs
 from tests.conftest import randomize_head
 from tests.conftest import to_numpy
 
@@ -58,8 +59,10 @@ def test_fused_blocks_equal_keras_hub_blocks_in_float32(make_classifier, targets
     assert np.abs(plain[valid]).max() > 1e-2
     np.testing.assert_allclose(fused[valid], plain[valid], rtol=1e-4, atol=1e-4)
     # And the whole classifier, scored as predict_proba scores it.
-    whole = to_numpy(keras.Model.predict_on_batch(clf, features))
+    whole = keras_hub_outputs(clf, features)
     np.testing.assert_allclose(clf.scoring_model().predict_on_batch(features), whole, atol=1e-5)
+    # Keras's own predict (and fit) run the classifier's call: the fused blocks.
+    np.testing.assert_allclose(keras.Model.predict_on_batch(clf, features), whole, atol=1e-5)
     np.testing.assert_allclose(clf.logits_for_features(features), whole, atol=1e-5)
 
 
@@ -69,10 +72,10 @@ def test_fused_blocks_round_only_as_bfloat16_does(make_classifier):
     half.set_weights(clf.backbone.get_weights())
     other = adapted(type(clf)(backbone=half, preprocessor=clf.preprocessor, lora_targets="all"))
     features = features_of(clf)
-    reference = to_numpy(keras.Model.predict_on_batch(other, features))
+    reference = keras_hub_outputs(other, features)
     fused = to_numpy(other.scoring_model().predict_on_batch(features))
     # As far from keras-hub's bfloat16 blocks as those are from float32 (both round).
-    exact = to_numpy(keras.Model.predict_on_batch(clf, features))
+    exact = keras_hub_outputs(clf, features)
     assert np.abs(fused - reference).max() <= 2 * np.abs(reference - exact).max() + 1e-2
     assert (fused.argmax(axis=1) == reference.argmax(axis=1)).all()
 

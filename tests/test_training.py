@@ -392,16 +392,21 @@ def test_training_refuses_a_model_that_would_leave_lora_untrained(make_classifie
             training_model(clf, TrainingConfig(lora_layers=1, cache_prefix=cache), 10)
 
 
-def test_training_without_a_cached_prefix_runs_the_fused_blocks_on_the_classifiers_weights(make_classifier):
-    from kgemma.model.frozen_prefix import ClassifierForward
+def test_kgemma_training_and_keras_fit_train_the_classifier_through_the_fused_blocks(make_classifier, monkeypatch):
+    from kgemma.model import fused_blocks
     from kgemma.training.trainer import training_model
 
     clf = make_classifier()
     model, cached = training_model(clf, TrainingConfig(), 10)
-    assert not cached and isinstance(model, ClassifierForward) and model.fused
-    # The same variables in the same order: checkpoints hold them by position.
-    assert [id(w) for w in model.trainable_weights] == [id(w) for w in clf.trainable_weights]
-    assert model.optimizer is clf.optimizer
+    assert model is clf and not cached  # Without a cached prefix kgemma.training fits the classifier itself.
+    traced = []  # The blocks a traced step runs fused.
+    fused_block = fused_blocks._fused_block
+    monkeypatch.setattr(
+        fused_blocks, "_fused_block", lambda block, *args: traced.append(block) or fused_block(block, *args)
+    )
+    history = clf.fit(["A fine film.", "Dull and far too long."], [1, 0], batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert {id(block) for block in traced} == {id(block) for block in clf.backbone.transformer_layers}
 
 
 @pytest.mark.parametrize("cache_prefix", [False, True])

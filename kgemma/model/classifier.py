@@ -207,6 +207,22 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
                 pooled = layer(pooled)
         return self.output_dense(self.output_dropout(pooled, training=training))
 
+    def call(self, inputs, training=None, mask=None):
+        """Outputs for `{"token_ids", "padding_mask"}`, computed as `ClassifierForward`
+        computes them: Gemma 3 blocks fused (`kgemma.model.fused_blocks`), no gradient
+        traced below the first adapted block. The functional graph built in `__init__`
+        (keras-hub's backbone and blocks) is the same function to float rounding and is
+        what Keras saves; running it made a training step with LoRA on every block 1.54x
+        as long (docs/performance.md). So Keras's `fit`, `predict` and `evaluate` take
+        the path `kgemma.training` and `predict_proba` take."""
+        return self._forward()(inputs, training=training)
+
+    def _forward(self):
+        # Not a tracked attribute: a view of this model's own layers, as `scoring_model`'s.
+        if not hasattr(self, "_kgemma_forward"):
+            object.__setattr__(self, "_kgemma_forward", ClassifierForward(self, int8=False, name="forward"))
+        return self._kgemma_forward
+
     # --- Construction -------------------------------------------------------------
 
     @classmethod

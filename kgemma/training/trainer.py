@@ -13,7 +13,6 @@ from scipy.special import log_softmax
 from kgemma.model.batching import batch_outputs
 from kgemma.model.batching import epoch_batches
 from kgemma.model.batching import predict_rows
-from kgemma.model.frozen_prefix import ClassifierForward
 from kgemma.model.preprocessor import tokenize
 from kgemma.scaling.distribution import SingleDevice
 from kgemma.training.checkpoint import load_state
@@ -135,23 +134,20 @@ def numpy_dtype(name):
 
 
 def training_model(classifier, config, total_steps, distribution=None, depth=None):
-    """The model `fit` trains, sharing the classifier's weights and compiled with the
-    run's optimizer: with a cached frozen prefix its `UpperStack` from block `depth`,
-    else its `ClassifierForward` (token ids in). Both run Gemma 3 blocks fused
-    (`kgemma.model.fused_blocks`): a training step of the embedded model with LoRA on
-    every block ran 1.54x as fast as through the classifier's own keras-hub blocks
-    (docs/performance.md)."""
+    """The model `fit` trains, compiled with the run's optimizer: the classifier
+    itself (what Keras's `clf.fit` trains), or with a cached frozen prefix its
+    `UpperStack` from block `depth` (the same weights). Both run Gemma 3 blocks fused
+    (`kgemma.model.fused_blocks`; the classifier's `call` runs its `ClassifierForward`)."""
     use_cache = config.cache_prefix and config.lora_layers is not None and classifier.frozen_depth > 0
     jit_compile = keras_jit_compile(config.jit_compile)
     with (distribution or SingleDevice()).scope():
         loss = training_loss(classifier, config.label_smoothing)
         classifier.compile(optimizer=make_optimizer(config, total_steps), loss=loss, jit_compile=jit_compile)
-        if use_cache:
-            model = classifier.upper_stack(depth)
-        else:
-            model = ClassifierForward(classifier, int8=False, name="training_forward")
+        if not use_cache:
+            return _check_adapters_train(classifier, classifier), False
+        model = classifier.upper_stack(depth)
         _compile_for_training(model, classifier, loss, jit_compile)
-    return _check_adapters_train(model, classifier), use_cache
+    return _check_adapters_train(model, classifier), True
 
 
 def _check_adapters_train(model, classifier):
