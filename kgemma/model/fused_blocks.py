@@ -90,6 +90,17 @@ class _BatchContext:
         self.int8 = int8
         self._bias = {}
         self._rotary = {}
+        self._shapes = {}
+
+    def shape(self, *tail):
+        """`(batch, length, *tail)` for a reshape, built once per batch and tail. On
+        TensorFlow, with a batch or width unknown while tracing, every reshape to a new
+        tuple packed its dims into a tensor again: a Pack and a Const per dim to trace."""
+        if tail not in self._shapes:
+            shape = (*self.rows, *tail)
+            is_static = all(isinstance(dim, int) for dim in shape)
+            self._shapes[tail] = shape if is_static else ops.stack([ops.cast(dim, "int32") for dim in shape])
+        return self._shapes[tail]
 
     def attention_bias(self, window):
         """`(batch, 1, query, 1, key)` float32: 0 where a query may attend, -1e9 elsewhere.
@@ -115,14 +126,15 @@ class _BatchContext:
         return self._bias[key]
 
     def rotary(self, rope_layer, head_dim):
-        """`(cos, sin)` of shape `(1, length, 1, head_dim)` in float32, from the
-        block's own `RotaryEmbedding` settings (its wavelength and scaling)."""
+        """`(cos, signed_sin)` of shape `(1, length, 1, head_dim)` in float32, from the
+        block's own `RotaryEmbedding` settings (its wavelength and scaling); `_rotate`
+        takes them. `signed_sin` is `sin` with its first half negated."""
         key = (rope_layer.max_wavelength, rope_layer.scaling_factor)
         if key not in self._rotary:
             # The layer's own tables, so every rope_type keras-hub knows stays exact.
             probe = ops.zeros((1, self.length, 1, head_dim), dtype="float32")
-            cos, sin = rope_layer._compute_cos_sin_embedding(probe)
-            self._rotary[key] = (ops.cast(cos, "float32"), ops.cast(sin, "float32"))
+            cos, sin = (ops.cast(table, "float32") for table in rope_layer._compute_cos_sin_embedding(probe))
+            self._rotary[key] = (cos, sin * np.repeat(np.float32([-1, 1]), head_dim // 2))
         return self._rotary[key]
 
 
@@ -133,10 +145,12 @@ def _rms_values(x, scale, epsilon):
     return x * ops.rsqrt(variance + epsilon) * (1.0 + ops.cast(scale, "float32"))
 
 
-def _rotate(x, cos, sin):
-    half = ops.shape(x)[-1] // 2
-    rotated = ops.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos + rotated * sin
+def _rotate(x, cos, signed_sin):
+    """keras-hub's rotary embedding, `x * cos + concat(-x2, x1) * sin` for the halves
+    `x1, x2` of the last axis, as one roll: the sign lives in `signed_sin` (built once
+    per batch), and the same products come out. On TensorFlow the slices and
+    concatenation were 17 more graph ops per call to trace."""
+    return x * cos + ops.roll(x, x.shape[-1] // 2, axis=-1) * signed_sin
 
 
 @compiled_on_torch
@@ -157,16 +171,16 @@ def _gated(gate, up):
 
 
 @compiled_on_torch
-def _attend(q, k, v, cos, sin, bias, q_scale, k_scale, epsilon, factor, n_kv):
+def _attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, n_kv):
     """Grouped-query attention of projected `q`, `k`, `v` (`(batch, length, heads * head_dim)`),
     with query/key norms and rotary applied here; `(batch, length, n_q * head_dim)` out."""
     dtype = q.dtype
-    batch, length = ops.shape(q)[0], ops.shape(q)[1]
-    head = ops.shape(cos)[-1]
-    n_q = ops.shape(q)[-1] // head
+    batch, length, width = ops.shape(q)  # Once: on TensorFlow each call adds graph ops.
+    head = cos.shape[-1]
+    n_q = width // head
     groups = n_q // n_kv
-    q = _rotate(_rms_values(ops.reshape(q, (batch, length, n_q, head)), q_scale, epsilon), cos, sin) * factor
-    k = _rotate(_rms_values(ops.reshape(k, (batch, length, n_kv, head)), k_scale, epsilon), cos, sin)
+    q = _rotate(_rms_values(ops.reshape(q, (batch, length, n_q, head)), q_scale, epsilon), cos, signed_sin) * factor
+    k = _rotate(_rms_values(ops.reshape(k, (batch, length, n_kv, head)), k_scale, epsilon), cos, signed_sin)
     # Grouped heads: (batch, kv_heads, length * groups, head) against (batch, kv_heads, head, length).
     q = ops.transpose(ops.reshape(ops.cast(q, dtype), (batch, length, n_kv, groups, head)), (0, 2, 1, 3, 4))
     q = ops.reshape(q, (batch, n_kv, length * groups, head))
@@ -179,25 +193,28 @@ def _attend(q, k, v, cos, sin, bias, q_scale, k_scale, epsilon, factor, n_kv):
     return ops.reshape(mixed, (batch, length, n_q * head))
 
 
-def _project(layer, x, kernel, rows, layer_input=None, training=None, int8=False):
+def _project(layer, x, kernel, context, layer_input=None, training=None):
     """`x @ kernel`, plus the LoRA adapter attached to `layer`, if any, on the input in
-    the layout the layer's einsum takes (`layer_input`, default `x`). `rows` is
-    `(batch, length)`, computed once per batch."""
-    y = int8_matmul(x, *cached_int8_kernel(layer, kernel)) if int8 else _matmul(x, kernel, rows)
+    the layout the layer's einsum takes (`layer_input`, default `x`); int8 where the
+    batch's `context` says so."""
+    if context.int8:
+        y = int8_matmul(x, *cached_int8_kernel(layer, kernel))
+    else:
+        y = _matmul(x, kernel, context.shape(kernel.shape[-1]))
     adapter = getattr(layer, "kgemma_lora", None)
     if adapter is None:
         return y
     update = adapter(x if layer_input is None else layer_input, training=training)
-    return y + ops.cast(ops.reshape(update, (*rows, y.shape[-1])), y.dtype)
+    return y + ops.cast(ops.reshape(update, context.shape(y.shape[-1])), y.dtype)
 
 
-def _matmul(x, kernel, rows):
-    """`x @ kernel` for `(batch, length, in)` states `x`, as one 2-D matmul. What
-    `ops.matmul` computes, but on TensorFlow that builds a `tf.tensordot` with about 20
-    graph ops of shape arithmetic per projection, and tracing time grows with the ops
-    (`tf.einsum`, one op, ran the embedded model's forward 25% slower on a CPU)."""
-    y = ops.matmul(ops.reshape(x, (-1, x.shape[-1])), kernel)
-    return ops.reshape(y, (*rows, kernel.shape[-1]))
+def _matmul(x, kernel, shape):
+    """`x @ kernel` for `(batch, length, in)` states `x`, as one 2-D matmul, reshaped
+    to `shape`. What `ops.matmul` computes, but on TensorFlow that builds a
+    `tf.tensordot` with about 20 graph ops of shape arithmetic per projection, and
+    tracing time grows with the ops (`tf.einsum`, one op, ran the embedded model's
+    forward 25% slower on a CPU)."""
+    return ops.reshape(ops.matmul(ops.reshape(x, (-1, x.shape[-1])), kernel), shape)
 
 
 def _scale(norm):
@@ -207,32 +224,40 @@ def _scale(norm):
 def _fused_block(block, x, context, training):
     attention = block.attention
     n_q, n_kv, head = attention.num_query_heads, attention.num_key_value_heads, attention.head_dim
-    int8 = context.int8
 
     # Attention. Query kernels are (heads, hidden, head_dim): as one (hidden, heads * head_dim) matrix.
     normed = _norm(x, _scale(block.pre_attention_norm), block.pre_attention_norm.epsilon)
-    rows = context.rows
     q, k, v = (
-        _project(dense, normed, _heads_last(dense.kernel), rows, training=training, int8=int8)
+        _project(dense, normed, _heads_last(dense.kernel), context, training=training)
         for dense in (attention.query_dense, attention.key_dense, attention.value_dense)
     )
-    cos, sin = context.rotary(attention.rope_layer, head)
+    cos, signed_sin = context.rotary(attention.rope_layer, head)
     factor = 1.0 / float(np.sqrt(head if attention.query_head_dim_normalize else attention.hidden_dim // n_q))
     window = attention.sliding_window_size if attention.use_sliding_window_attention else None
     q_norm, k_norm = attention.query_norm, attention.key_norm
     mixed = _attend(
-        q, k, v, cos, sin, context.attention_bias(window), _scale(q_norm), _scale(k_norm), q_norm.epsilon, factor, n_kv
+        q,
+        k,
+        v,
+        cos,
+        signed_sin,
+        context.attention_bias(window),
+        _scale(q_norm),
+        _scale(k_norm),
+        q_norm.epsilon,
+        factor,
+        n_kv,
     )
     out_kernel = ops.reshape(attention.output_dense.kernel, (n_q * head, -1))
-    heads_input = ops.reshape(mixed, (*rows, n_q, head))
-    attended = _project(attention.output_dense, mixed, out_kernel, rows, heads_input, training, int8)
+    heads_input = ops.reshape(mixed, context.shape(n_q, head))
+    attended = _project(attention.output_dense, mixed, out_kernel, context, heads_input, training)
     x = _add_normed(x, attended, _scale(block.post_attention_norm), block.post_attention_norm.epsilon)
 
     # Feed-forward: gelu(x @ gate) * (x @ up) @ down.
     normed = _norm(x, _scale(block.pre_ffw_norm), block.pre_ffw_norm.epsilon)
-    gate = _project(block.gating_ffw, normed, block.gating_ffw.kernel, rows, training=training, int8=int8)
-    up = _project(block.gating_ffw_2, normed, block.gating_ffw_2.kernel, rows, training=training, int8=int8)
-    down = _project(block.ffw_linear, _gated(gate, up), block.ffw_linear.kernel, rows, training=training, int8=int8)
+    gate = _project(block.gating_ffw, normed, block.gating_ffw.kernel, context, training=training)
+    up = _project(block.gating_ffw_2, normed, block.gating_ffw_2.kernel, context, training=training)
+    down = _project(block.ffw_linear, _gated(gate, up), block.ffw_linear.kernel, context, training=training)
     return _add_normed(x, down, _scale(block.post_ffw_norm), block.post_ffw_norm.epsilon)
 
 
