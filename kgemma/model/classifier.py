@@ -211,8 +211,8 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
         """Outputs for `{"token_ids", "padding_mask"}`, computed as `ClassifierForward`
         computes them: Gemma 3 blocks fused (`kgemma.model.fused_blocks`), no gradient
         traced below the first adapted block. The functional graph built in `__init__`
-        (keras-hub's backbone and blocks) is the same function to float rounding and is
-        what Keras saves; running it made a training step with LoRA on every block 1.54x
+        (keras-hub's backbone and blocks, what `summary()` lists) is the same function to
+        float rounding; running it made a training step with LoRA on every block 1.54x
         as long (docs/performance.md). So Keras's `fit`, `predict` and `evaluate` take
         the path `kgemma.training` and `predict_proba` take."""
         return self._forward()(inputs, training=training)
