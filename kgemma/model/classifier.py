@@ -214,14 +214,10 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
         (keras-hub's backbone and blocks, what `summary()` lists) is the same function to
         float rounding; running it made a training step with LoRA on every block 1.54x
         as long (docs/performance.md). So Keras's `fit`, `predict` and `evaluate` take
-        the path `kgemma.training` and `predict_proba` take."""
-        return self._forward()(inputs, training=training)
-
-    def _forward(self):
-        # Not a tracked attribute: a view of this model's own layers, as `scoring_model`'s.
-        if not hasattr(self, "_kgemma_forward"):
-            object.__setattr__(self, "_kgemma_forward", ClassifierForward(self, int8=False, name="forward"))
-        return self._kgemma_forward
+        the path `kgemma.training` and `predict_proba` take. Runs the float scoring
+        model's own `call` (a view of this model's layers, never int8: gradients flow
+        through it), not its compiled predict step."""
+        return self.scoring_model(int8=False)(inputs, training=training)
 
     # --- Construction -------------------------------------------------------------
 

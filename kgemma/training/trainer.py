@@ -225,8 +225,8 @@ def fit(
     pass, as long as it took when the entry was made.
 
     `callbacks`: `keras.callbacks.Callback`s, called as Keras's `fit` calls them, on
-    the model that trains (the classifier's fused forward, or its upper stack with a cached
-    prefix: views that share the classifier's weights).
+    the model that trains (the classifier, or its upper stack with a cached prefix, a view
+    that shares the classifier's weights).
     Batch logs hold `loss`, `accuracy` (the step's), `learning_rate` and
     `reviews_per_s`; epoch logs the epoch's `loss`, `accuracy`, `val_loss` and
     `val_accuracy`. `on_train_begin` gets `global_step` (more than 0 when resuming).
