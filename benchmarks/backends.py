@@ -2,7 +2,7 @@
 
 Each (backend, mode) runs in its own process (`KERAS_BACKEND` is fixed per process,
 and no two thread pools meet): the embedded Gemma 3 270M's frozen forward through
-kgemma's fused blocks, bfloat16, at fixed lengths; GFLOP/s against this machine's
+kgemma's fused blocks, at fixed lengths, in each mode's dtype; GFLOP/s against this machine's
 bfloat16 matmul ceiling (benchmarks/ceilings.py, the best of any framework). With
 `--adapter`, each mode also scores a seeded, stratified sample of IMDB test reviews
 with that adapter, so int8's cost in accuracy and agreement is measured beside its speed.
@@ -22,7 +22,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-# (Keras backend, matmul mode): every backend in bfloat16, and torch's int8.
+# (Keras backend, matmul mode): every backend in bfloat16, and torch's int8; float32 too on CPUs
+# without bfloat16 matrix units.
 MODES = "tensorflow:bfloat16,jax:bfloat16,torch:bfloat16,torch:int8"
 
 
@@ -37,11 +38,13 @@ def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):
     from kgemma.model.frozen_prefix import FrozenPrefix
 
     int8 = mode == "int8"
+    # int8 projections on a bfloat16 model (its norms, attention and adapters).
+    dtype = "bfloat16" if int8 else mode
     keras.utils.set_random_seed(0)
     if adapter:
-        clf = GemmaSentimentClassifier.from_adapter(adapter, dtype="bfloat16")
+        clf = GemmaSentimentClassifier.from_adapter(adapter, dtype=dtype)
     else:
-        clf = GemmaSentimentClassifier.from_preset(dtype="bfloat16")
+        clf = GemmaSentimentClassifier.from_preset(dtype=dtype)
     # All the blocks, as speed.py times them (an adapter's own prefix stops at its first adapted block).
     prefix = FrozenPrefix(clf.backbone, clf.backbone.num_layers, fused=True, int8=int8)
     result = {"backend": keras.backend.backend(), "mode": mode, "forward": []}
@@ -83,8 +86,10 @@ def run_mode(backend, mode, args):
 
 
 def print_results(ceilings, results, reference):
-    ceiling = ceilings["bfloat16_gflops"]
     for r in results:
+        # float32 against the float32 ceiling; bfloat16 and int8 against bfloat16's.
+        kind = "float32" if r["mode"] == "float32" else "bfloat16"
+        ceiling = ceilings[f"{kind}_gflops"]
         label = f"{r['backend']:>10} {r['mode']:<8}"
         if "error" in r:
             print(f"{label}: failed: {r['error']}")
@@ -92,7 +97,7 @@ def print_results(ceilings, results, reference):
         for f in r["forward"]:
             print(
                 f"{label} frozen forward, 8 x {f['length']}: {f['reviews_per_s']:6.2f} reviews/s, "
-                f"{f['gflops']:4.0f} GFLOP/s = {f['gflops'] / ceiling:.0%} of the bfloat16 ceiling (first pass "
+                f"{f['gflops']:4.0f} GFLOP/s = {f['gflops'] / ceiling:.0%} of the {kind} ceiling (first pass "
                 f"{f['warmup_s']:.0f} s)"
             )
         if "scores" in r:
@@ -112,7 +117,9 @@ def print_results(ceilings, results, reference):
 @click.option(
     "--data", default="../shared/data/imdb", show_default=True, help="IMDB folder or tfds (for --adapter's sample)."
 )
-@click.option("--modes", default=MODES, show_default=True, help="BACKEND:MODE,...; MODE is bfloat16 or int8 (torch).")
+@click.option(
+    "--modes", default=MODES, show_default=True, help="BACKEND:MODE,...; MODE is float32, bfloat16 or int8 (torch)."
+)
 @click.option("--lengths", default="256,512", show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--batches", default=3, show_default=True, help="Batches per length.")
@@ -153,7 +160,8 @@ def main(data, modes, lengths, batch_size, batches, adapter, sample, output, wor
     for pair in modes.split(","):
         backend, mode = pair.split(":")
         results.append(run_mode(backend, mode, args))
-    reference = next((r for r in results if "scores" in r and r["mode"] == "bfloat16"), None)
+    # The first scored mode is the one the others are compared with.
+    reference = next((r for r in results if "scores" in r), None)
     print_results(ceilings, results, reference)
     if output:
         Path(output).write_text(json.dumps({"ceilings": ceilings, "results": results}, indent=1))

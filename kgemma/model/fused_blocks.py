@@ -96,11 +96,32 @@ class _BatchContext:
         """`(batch, length, *tail)` for a reshape, built once per batch and tail. On
         TensorFlow, with a batch or width unknown while tracing, every reshape to a new
         tuple packed its dims into a tensor again: a Pack and a Const per dim to trace."""
-        if tail not in self._shapes:
-            shape = (*self.rows, *tail)
+        return self._packed(tail, lambda batch, length: (batch, length, *tail))
+
+    def head_shapes(self, n_q, n_kv, head):
+        """The reshapes `_attend` takes, each built once per batch: `(batch, length, ...)`
+        for the query, key and value heads, the query grouped by key head, the output;
+        then the grouped layouts of the scores and mixing."""
+        groups = n_q // n_kv
+        return (
+            self.shape(n_q, head),
+            self.shape(n_kv, head),
+            self.shape(n_kv, groups, head),
+            self.shape(n_q * head),
+            self._packed(("queries", n_kv, groups, head), lambda batch, length: (batch, n_kv, length * groups, head)),
+            self._packed(("scores", n_kv, groups), lambda batch, length: (batch, n_kv, length, groups, length)),
+            self._packed(("weights", n_kv, groups), lambda batch, length: (batch, n_kv, length * groups, length)),
+            self._packed(("mixed", n_kv, groups, head), lambda batch, length: (batch, n_kv, length, groups, head)),
+        )
+
+    def _packed(self, key, dims):
+        """`dims(batch, length)` as a reshape shape, cached under `key`: a tuple where
+        every dim is known, else one int32 tensor."""
+        if key not in self._shapes:
+            shape = dims(*self.rows)
             is_static = all(isinstance(dim, int) for dim in shape)
-            self._shapes[tail] = shape if is_static else ops.stack([ops.cast(dim, "int32") for dim in shape])
-        return self._shapes[tail]
+            self._shapes[key] = shape if is_static else ops.stack([ops.cast(dim, "int32") for dim in shape])
+        return self._shapes[key]
 
     def attention_bias(self, window):
         """`(batch, 1, query, 1, key)` float32: 0 where a query may attend, -1e9 elsewhere.
@@ -171,26 +192,22 @@ def _gated(gate, up):
 
 
 @compiled_on_torch
-def _attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, n_kv):
+def _attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, shapes):
     """Grouped-query attention of projected `q`, `k`, `v` (`(batch, length, heads * head_dim)`),
-    with query/key norms and rotary applied here; `(batch, length, n_q * head_dim)` out."""
+    with query/key norms and rotary applied here; `(batch, length, n_q * head_dim)` out.
+    `shapes` are the batch context's `head_shapes`: on TensorFlow, building them here
+    packed seven shapes again in every block, a quarter of the attention's graph ops."""
+    heads_q, heads_kv, grouped, out, queries, scores, weights, mixed = shapes
     dtype = q.dtype
-    batch, length, width = ops.shape(q)  # Once: on TensorFlow each call adds graph ops.
-    head = cos.shape[-1]
-    n_q = width // head
-    groups = n_q // n_kv
-    q = _rotate(_rms_values(ops.reshape(q, (batch, length, n_q, head)), q_scale, epsilon), cos, signed_sin) * factor
-    k = _rotate(_rms_values(ops.reshape(k, (batch, length, n_kv, head)), k_scale, epsilon), cos, signed_sin)
+    q = _rotate(_rms_values(ops.reshape(q, heads_q), q_scale, epsilon), cos, signed_sin) * factor
+    k = _rotate(_rms_values(ops.reshape(k, heads_kv), k_scale, epsilon), cos, signed_sin)
     # Grouped heads: (batch, kv_heads, length * groups, head) against (batch, kv_heads, head, length).
-    q = ops.transpose(ops.reshape(ops.cast(q, dtype), (batch, length, n_kv, groups, head)), (0, 2, 1, 3, 4))
-    q = ops.reshape(q, (batch, n_kv, length * groups, head))
+    q = ops.reshape(ops.transpose(ops.reshape(ops.cast(q, dtype), grouped), (0, 2, 1, 3, 4)), queries)
     k = ops.transpose(ops.cast(k, dtype), (0, 2, 3, 1))
-    v = ops.transpose(ops.reshape(v, (batch, length, n_kv, head)), (0, 2, 1, 3))
-    scores = ops.reshape(ops.matmul(q, k), (batch, n_kv, length, groups, length))
-    weights = ops.cast(ops.softmax(ops.cast(scores, "float32") + bias, axis=-1), dtype)
-    mixed = ops.matmul(ops.reshape(weights, (batch, n_kv, length * groups, length)), v)
-    mixed = ops.transpose(ops.reshape(mixed, (batch, n_kv, length, groups, head)), (0, 2, 1, 3, 4))
-    return ops.reshape(mixed, (batch, length, n_q * head))
+    v = ops.transpose(ops.reshape(v, heads_kv), (0, 2, 1, 3))
+    attention = ops.softmax(ops.cast(ops.reshape(ops.matmul(q, k), scores), "float32") + bias, axis=-1)
+    mixed_heads = ops.matmul(ops.reshape(ops.cast(attention, dtype), weights), v)
+    return ops.reshape(ops.transpose(ops.reshape(mixed_heads, mixed), (0, 2, 1, 3, 4)), out)
 
 
 def _project(layer, x, kernel, context, layer_input=None, training=None):
@@ -235,21 +252,11 @@ def _fused_block(block, x, context, training):
     factor = 1.0 / float(np.sqrt(head if attention.query_head_dim_normalize else attention.hidden_dim // n_q))
     window = attention.sliding_window_size if attention.use_sliding_window_attention else None
     q_norm, k_norm = attention.query_norm, attention.key_norm
-    mixed = _attend(
-        q,
-        k,
-        v,
-        cos,
-        signed_sin,
-        context.attention_bias(window),
-        _scale(q_norm),
-        _scale(k_norm),
-        q_norm.epsilon,
-        factor,
-        n_kv,
-    )
+    shapes = context.head_shapes(n_q, n_kv, head)
+    bias = context.attention_bias(window)
+    mixed = _attend(q, k, v, cos, signed_sin, bias, _scale(q_norm), _scale(k_norm), q_norm.epsilon, factor, shapes)
     out_kernel = ops.reshape(attention.output_dense.kernel, (n_q * head, -1))
-    heads_input = ops.reshape(mixed, context.shape(n_q, head))
+    heads_input = ops.reshape(mixed, shapes[0])
     attended = _project(attention.output_dense, mixed, out_kernel, context, heads_input, training)
     x = _add_normed(x, attended, _scale(block.post_attention_norm), block.post_attention_norm.epsilon)
 
