@@ -3,7 +3,8 @@
 Each (backend, mode) runs in its own process (`KERAS_BACKEND` is fixed per process,
 and no two thread pools meet): the embedded Gemma 3 270M's frozen forward through
 kgemma's fused blocks, at fixed lengths, in each mode's dtype; GFLOP/s against this machine's
-bfloat16 matmul ceiling (benchmarks/ceilings.py, the best of any framework). With
+matmul ceiling in that dtype (benchmarks/ceilings.py, the best of any framework; int8 against
+bfloat16's). With
 `--adapter`, each mode also scores a seeded, stratified sample of IMDB test reviews
 with that adapter, so int8's cost in accuracy and agreement is measured beside its speed.
 

@@ -196,7 +196,7 @@ def _attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, s
     """Grouped-query attention of projected `q`, `k`, `v` (`(batch, length, heads * head_dim)`),
     with query/key norms and rotary applied here; `(batch, length, n_q * head_dim)` out.
     `shapes` are the batch context's `head_shapes`: on TensorFlow, building them here
-    packed seven shapes again in every block, a quarter of the attention's graph ops."""
+    packed seven shapes again in every block (39 graph ops a block of the embedded model)."""
     heads_q, heads_kv, grouped, out, queries, scores, weights, mixed = shapes
     dtype = q.dtype
     q = _rotate(_rms_values(ops.reshape(q, heads_q), q_scale, epsilon), cos, signed_sin) * factor
