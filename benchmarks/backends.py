@@ -28,6 +28,12 @@ import numpy as np
 MODES = "tensorflow:bfloat16,jax:bfloat16,torch:bfloat16,torch:int8"
 
 
+def mode_dtype(mode):
+    """The model's dtype in a mode, and so the ceiling it is measured against: int8
+    projections run on a bfloat16 model (its norms, attention and adapters)."""
+    return "bfloat16" if mode == "int8" else mode
+
+
 def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):
     """In a process of one Keras backend: time the frozen forward, score the sample."""
     import keras
@@ -39,8 +45,7 @@ def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):
     from kgemma.model.frozen_prefix import FrozenPrefix
 
     int8 = mode == "int8"
-    # int8 projections on a bfloat16 model (its norms, attention and adapters).
-    dtype = "bfloat16" if int8 else mode
+    dtype = mode_dtype(mode)
     keras.utils.set_random_seed(0)
     if adapter:
         clf = GemmaSentimentClassifier.from_adapter(adapter, dtype=dtype)
@@ -88,8 +93,7 @@ def run_mode(backend, mode, args):
 
 def print_results(ceilings, results, reference):
     for r in results:
-        # float32 against the float32 ceiling; bfloat16 and int8 against bfloat16's.
-        kind = "float32" if r["mode"] == "float32" else "bfloat16"
+        kind = mode_dtype(r["mode"])
         ceiling = ceilings[f"{kind}_gflops"]
         label = f"{r['backend']:>10} {r['mode']:<8}"
         if "error" in r:

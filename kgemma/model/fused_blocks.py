@@ -96,31 +96,28 @@ class _BatchContext:
         """`(batch, length, *tail)` for a reshape, built once per batch and tail. On
         TensorFlow, with a batch or width unknown while tracing, every reshape to a new
         tuple packed its dims into a tensor again: a Pack and a Const per dim to trace."""
-        return self._packed(tail, lambda batch, length: (batch, length, *tail))
+        if tail not in self._shapes:
+            self._shapes[tail] = _packed((*self.rows, *tail))
+        return self._shapes[tail]
 
     def head_shapes(self, n_q, n_kv, head):
-        """The reshapes `_attend` takes, each built once per batch: `(batch, length, ...)`
-        for the query, key and value heads, the query grouped by key head, the output;
-        then the grouped layouts of the scores and mixing."""
-        groups = n_q // n_kv
-        return (
-            self.shape(n_q, head),
-            self.shape(n_kv, head),
-            self.shape(n_kv, groups, head),
-            self.shape(n_q * head),
-            self._packed(("queries", n_kv, groups, head), lambda batch, length: (batch, n_kv, length * groups, head)),
-            self._packed(("scores", n_kv, groups), lambda batch, length: (batch, n_kv, length, groups, length)),
-            self._packed(("weights", n_kv, groups), lambda batch, length: (batch, n_kv, length * groups, length)),
-            self._packed(("mixed", n_kv, groups, head), lambda batch, length: (batch, n_kv, length, groups, head)),
-        )
-
-    def _packed(self, key, dims):
-        """`dims(batch, length)` as a reshape shape, cached under `key`: a tuple where
-        every dim is known, else one int32 tensor."""
+        """The reshapes `_attend` takes, built once per batch: `(batch, length, ...)` for
+        the query, key and value heads, the query grouped by key head and the output; then
+        the grouped layouts of the queries, scores, weights and mixing."""
+        key = ("heads", n_q, n_kv, head)
         if key not in self._shapes:
-            shape = dims(*self.rows)
-            is_static = all(isinstance(dim, int) for dim in shape)
-            self._shapes[key] = shape if is_static else ops.stack([ops.cast(dim, "int32") for dim in shape])
+            groups = n_q // n_kv
+            batch, length = self.rows
+            self._shapes[key] = (
+                self.shape(n_q, head),
+                self.shape(n_kv, head),
+                self.shape(n_kv, groups, head),
+                self.shape(n_q * head),
+                _packed((batch, n_kv, length * groups, head)),
+                _packed((batch, n_kv, length, groups, length)),
+                _packed((batch, n_kv, length * groups, length)),
+                _packed((batch, n_kv, length, groups, head)),
+            )
         return self._shapes[key]
 
     def attention_bias(self, window):
@@ -157,6 +154,13 @@ class _BatchContext:
             cos, sin = (ops.cast(table, "float32") for table in rope_layer._compute_cos_sin_embedding(probe))
             self._rotary[key] = (cos, sin * np.repeat(np.float32([-1, 1]), head_dim // 2))
         return self._rotary[key]
+
+
+def _packed(shape):
+    """`shape` for a reshape: the tuple where every dim is known, else one int32 tensor."""
+    if all(isinstance(dim, int) for dim in shape):
+        return tuple(shape)
+    return ops.stack([ops.cast(dim, "int32") for dim in shape])
 
 
 def _rms_values(x, scale, epsilon):
