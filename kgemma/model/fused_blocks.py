@@ -157,8 +157,9 @@ class _BatchContext:
 
 
 def _packed(shape):
-    """`shape` for a reshape: the tuple where every dim is known, else one int32 tensor."""
-    if all(isinstance(dim, int) for dim in shape):
+    """`shape` for a reshape: a tuple, unless a dim is a tensor (TensorFlow's unknown
+    dims while tracing): then one int32 tensor. Torch's symbolic ints stay in the tuple."""
+    if not any(ops.is_tensor(dim) for dim in shape):
         return tuple(shape)
     return ops.stack([ops.cast(dim, "int32") for dim in shape])
 
@@ -196,11 +197,18 @@ def _gated(gate, up):
 
 
 @compiled_on_torch
-def _attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, shapes):
+def _attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, shapes=None):
     """Grouped-query attention of projected `q`, `k`, `v` (`(batch, length, heads * head_dim)`),
     with query/key norms and rotary applied here; `(batch, length, n_q * head_dim)` out.
+
     `shapes` are the batch context's `head_shapes`: on TensorFlow, building them here
-    packed seven shapes again in every block (39 graph ops a block of the embedded model)."""
+    packed seven shapes again in every block (39 graph ops a block of the embedded model).
+    None reads them from the tensors, as torch's compiled code should: ints passed in
+    become symbolic inputs whose guards torch 2.13's FX graph cache could not evaluate
+    for the backward (`KeyError: 'shapes'`, a CI run at 5df9a42)."""
+    if shapes is None:
+        head = cos.shape[-1]
+        shapes = _BatchContext(q, None).head_shapes(q.shape[-1] // head, k.shape[-1] // head, head)
     heads_q, heads_kv, grouped, out, queries, scores, weights, mixed = shapes
     dtype = q.dtype
     q = _rotate(_rms_values(ops.reshape(q, heads_q), q_scale, epsilon), cos, signed_sin) * factor
@@ -256,11 +264,11 @@ def _fused_block(block, x, context, training):
     factor = 1.0 / float(np.sqrt(head if attention.query_head_dim_normalize else attention.hidden_dim // n_q))
     window = attention.sliding_window_size if attention.use_sliding_window_attention else None
     q_norm, k_norm = attention.query_norm, attention.key_norm
-    shapes = context.head_shapes(n_q, n_kv, head)
+    shapes = None if keras.backend.backend() == "torch" else context.head_shapes(n_q, n_kv, head)
     bias = context.attention_bias(window)
     mixed = _attend(q, k, v, cos, signed_sin, bias, _scale(q_norm), _scale(k_norm), q_norm.epsilon, factor, shapes)
     out_kernel = ops.reshape(attention.output_dense.kernel, (n_q * head, -1))
-    heads_input = ops.reshape(mixed, shapes[0])
+    heads_input = ops.reshape(mixed, context.shape(n_q, head))
     attended = _project(attention.output_dense, mixed, out_kernel, context, heads_input, training)
     x = _add_normed(x, attended, _scale(block.post_attention_norm), block.post_attention_norm.epsilon)
 
