@@ -67,9 +67,7 @@ def top_layers_model(upper, classifier, config, count):
 
     from kgemma.model.frozen_prefix import UpperStack
     from kgemma.model.fused_blocks import run_blocks
-    from kgemma.training.loss import training_loss
-    from kgemma.training.trainer import _compile_for_training
-    from kgemma.training.trainer import keras_jit_compile
+    from kgemma.training.trainer import compile_for_training
 
     if not 1 <= count <= len(upper.blocks):
         raise click.UsageError(f"mean_of_top={count}: the upper stack has {len(upper.blocks)} blocks.")
@@ -84,9 +82,7 @@ def top_layers_model(upper, classifier, config, count):
             return self.classifier_head(ops.mean(ops.stack(pooled), axis=0), training=training)
 
     model = TopLayersUpperStack(classifier, upper.depth, fused=upper.fused, name="top_layers_upper_stack")
-    _compile_for_training(
-        model, classifier, training_loss(classifier, config.label_smoothing), keras_jit_compile(config.jit_compile)
-    )
+    compile_for_training(model, classifier, config)
     return model
 
 

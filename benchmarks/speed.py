@@ -58,7 +58,8 @@ def print_ceilings(c):
     for name, figures in c["frameworks"].items():
         print(
             f"  matmul 2048^3 through {name}: "
-            + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in figures.items() if k != "version")
+            # One decimal below 10: torch's bfloat16 on an AVX2-only CPU is 0.3 GFLOP/s, not "0".
+            + ", ".join(f"{k} {v:.{0 if v >= 10 else 1}f} GFLOP/s" for k, v in figures.items() if k != "version")
         )
     print(f"  ceilings: float32 {c['float32_gflops']:.0f}, bfloat16 {c['bfloat16_gflops']:.0f} GFLOP/s")
 
@@ -157,9 +158,13 @@ def bench_fixed(clf, lengths, batch_size, n_batches, ceilings, train):
 
 
 def print_fixed(dtype, rows):
+    # A float32 model against float32's ceiling; bfloat16 and int8 frozen blocks against bfloat16's.
+    from kgemma.model.dtypes import resolve_dtype
+
+    ceiling = "float32" if resolve_dtype(dtype) == "float32" else "bfloat16"
     for row in rows:
         extra = (
-            f", {row['gflops']:.0f} GFLOP/s = {row['of_bfloat16_ceiling']:.0%} of the bfloat16 ceiling"
+            f", {row['gflops']:.0f} GFLOP/s = {row[f'of_{ceiling}_ceiling']:.0%} of the {ceiling} ceiling"
             if "gflops" in row
             else ""
         )

@@ -38,9 +38,7 @@ def main(data, sequence_length, batch_size, dtype, lora_layers, rounds):
     from kgemma.model.preprocessor import tokenize
     from kgemma.scaling.distribution import SingleDevice
     from kgemma.training import TrainingConfig
-    from kgemma.training.loss import training_loss
-    from kgemma.training.trainer import _compile_for_training
-    from kgemma.training.trainer import keras_jit_compile
+    from kgemma.training.trainer import compile_for_training
     from kgemma.training.trainer import training_model
 
     config = TrainingConfig(sequence_length=sequence_length, dtype=dtype, lora_layers=lora_layers, cache_prefix=False)
@@ -48,7 +46,7 @@ def main(data, sequence_length, batch_size, dtype, lora_layers, rounds):
     clf = GemmaSentimentClassifier.from_preset(dtype=dtype, **config.classifier_options())
     fused, _ = training_model(clf, config, total_steps=100)
     plain = ClassifierForward(clf, fused=False, name="keras_hub_blocks")
-    _compile_for_training(plain, clf, training_loss(clf, config.label_smoothing), keras_jit_compile(config.jit_compile))
+    compile_for_training(plain, clf, config)
     models = {"keras-hub blocks": plain, "fused blocks": fused}
 
     reviews = stratified_sample(load_imdb("train", data), 8 * batch_size, seed=0)

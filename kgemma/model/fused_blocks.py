@@ -85,12 +85,15 @@ class _BatchContext:
 
     def __init__(self, x, padding_mask, int8=False):
         self.rows = ops.shape(x)[:2]
-        self.length = self.rows[1]
         self.padding_mask = padding_mask
         self.int8 = int8
         self._bias = {}
         self._rotary = {}
         self._shapes = {}
+
+    @property
+    def length(self):
+        return self.rows[1]
 
     def shape(self, *tail):
         """`(batch, length, *tail)` for a reshape, built once per batch and tail. On

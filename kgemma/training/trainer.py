@@ -139,14 +139,16 @@ def training_model(classifier, config, total_steps, distribution=None, depth=Non
     `UpperStack` from block `depth` (the same weights). Both run Gemma 3 blocks fused
     (`kgemma.model.fused_blocks`; the classifier's `call` runs its `ClassifierForward`)."""
     use_cache = config.cache_prefix and config.lora_layers is not None and classifier.frozen_depth > 0
-    jit_compile = keras_jit_compile(config.jit_compile)
     with (distribution or SingleDevice()).scope():
-        loss = training_loss(classifier, config.label_smoothing)
-        classifier.compile(optimizer=make_optimizer(config, total_steps), loss=loss, jit_compile=jit_compile)
+        classifier.compile(
+            optimizer=make_optimizer(config, total_steps),
+            loss=training_loss(classifier, config.label_smoothing),
+            jit_compile=keras_jit_compile(config.jit_compile),
+        )
         if not use_cache:
             return _check_adapters_train(classifier, classifier), False
         model = classifier.upper_stack(depth)
-        _compile_for_training(model, classifier, loss, jit_compile)
+        compile_for_training(model, classifier, config)
     return _check_adapters_train(model, classifier), True
 
 
@@ -164,13 +166,15 @@ def _check_adapters_train(model, classifier):
     return model
 
 
-def _compile_for_training(model, classifier, loss, jit_compile):
-    """Compile `model` with the classifier's optimizer (one optimizer state)."""
+def compile_for_training(model, classifier, config):
+    """Compile `model`, another model over the classifier's weights (its `UpperStack`, or
+    a variant a benchmark trains), as `training_model` compiles it: the classifier's
+    optimizer (one optimizer state), the run's loss and jit setting."""
     model.compile(
         optimizer=classifier.optimizer,
-        loss=loss,
+        loss=training_loss(classifier, config.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy()],
-        jit_compile=jit_compile,
+        jit_compile=keras_jit_compile(config.jit_compile),
     )
 
 
