@@ -29,8 +29,8 @@ MODES = "tensorflow:bfloat16,jax:bfloat16,torch:bfloat16,torch:int8"
 
 
 def mode_dtype(mode):
-    """The model's dtype in a mode, and so the ceiling it is measured against: int8
-    projections run on a bfloat16 model (its norms, attention and adapters)."""
+    """The model's dtype in a mode: int8 projections run on a bfloat16 model (its norms,
+    attention and adapters)."""
     return "bfloat16" if mode == "int8" else mode
 
 
@@ -92,8 +92,10 @@ def run_mode(backend, mode, args):
 
 
 def print_results(ceilings, results, reference):
+    from speed import ceiling_dtype
+
     for r in results:
-        kind = mode_dtype(r["mode"])
+        kind = ceiling_dtype(mode_dtype(r["mode"]))
         ceiling = ceilings[f"{kind}_gflops"]
         label = f"{r['backend']:>10} {r['mode']:<8}"
         if "error" in r:

@@ -157,11 +157,16 @@ def bench_fixed(clf, lengths, batch_size, n_batches, ceilings, train):
     return rows
 
 
-def print_fixed(dtype, rows):
-    # A float32 model against float32's ceiling; bfloat16 and int8 frozen blocks against bfloat16's.
+def ceiling_dtype(dtype):
+    """The matmul ceiling a model of `dtype` is measured against: float32's for a float32
+    model, else bfloat16's (int8 projections run on a bfloat16 model)."""
     from kgemma.model.dtypes import resolve_dtype
 
-    ceiling = "float32" if resolve_dtype(dtype) == "float32" else "bfloat16"
+    return "float32" if resolve_dtype(dtype) == "float32" else "bfloat16"
+
+
+def print_fixed(dtype, rows):
+    ceiling = ceiling_dtype(dtype)
     for row in rows:
         extra = (
             f", {row['gflops']:.0f} GFLOP/s = {row[f'of_{ceiling}_ceiling']:.0%} of the {ceiling} ceiling"

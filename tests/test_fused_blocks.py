@@ -141,6 +141,25 @@ def test_int8_is_refused_off_the_torch_backend(make_classifier):
         make_classifier("gemma3").frozen_prefix(depth=0, int8=True)
 
 
+def test_compiled_segments_take_only_tensors_and_numbers_on_torch_and_leave_out_tracing_hints():
+    from kgemma.model.compiled import compiled_on_torch
+
+    seen = []
+
+    @compiled_on_torch(tracing_hints=("shape",))
+    def flat_scaled(x, factor, *, shape=None):
+        seen.append(shape)
+        return keras.ops.reshape(x * factor, (-1,) if shape is None else shape)
+
+    x = keras.ops.ones((2, 3))
+    np.testing.assert_array_equal(to_numpy(flat_scaled(x, 2.0, shape=(6,))), np.full(6, 2.0))
+    # The hint reaches the function everywhere but on torch.
+    assert seen[-1] == (None if ON_TORCH else (6,))
+    if ON_TORCH:
+        with pytest.raises(TypeError, match="takes only tensors and numbers there; got a tuple"):
+            flat_scaled(x, (2.0,))
+
+
 @pytest.mark.skipif(not ON_TORCH, reason="compiled on torch only: make test runs this with KERAS_BACKEND=torch")
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("bfloat16", 2e-2)])
 def test_compiled_segments_compute_what_the_eager_ones_do(dtype, tolerance):
@@ -159,7 +178,7 @@ def test_compiled_segments_compute_what_the_eager_ones_do(dtype, tolerance):
     attend = (tensor(batch, length, n_q * head), tensor(batch, length, n_kv * head), tensor(batch, length, n_kv * head))
     attend += (angles.cos(), angles.sin(), bias, tensor(head, dtype="float32"), tensor(head, dtype="float32"))
     calls = {
-        fused_blocks._attend: (*attend, 1e-6, 0.35),  # on torch it reads its shapes from the tensors
+        fused_blocks._attend: (*attend, 1e-6, 0.35),
         fused_blocks._norm: (tensor(batch, length, 16), tensor(16, dtype="float32"), 1e-6),
         fused_blocks._add_normed: (tensor(batch, length, 16), tensor(batch, length, 16), tensor(16), 1e-6),
         fused_blocks._gated: (tensor(batch, length, 16), tensor(batch, length, 16)),

@@ -8,21 +8,59 @@ they are: XLA over the same segments inside TensorFlow's graph was slower, measu
 """
 
 import functools
+import numbers
 
 import keras
 
 
-def compiled_on_torch(function):
-    """`function` (tensors in, tensors out) under `torch.compile` on the torch backend,
-    as it is elsewhere. The eager function stays reachable as `__wrapped__`."""
+def compiled_on_torch(function=None, *, tracing_hints=()):
+    """`function` under `torch.compile` on the torch backend, as it is elsewhere. The
+    eager function stays reachable as `__wrapped__`.
 
-    @functools.wraps(function)
-    def run(*args):
-        if keras.backend.backend() != "torch":
-            return function(*args)
-        return torch_compiled(function)(*args)
+    On torch only tensors and numbers go in: torch turns the ints inside a structure
+    (a tuple of shapes) into symbolic inputs, whose guards torch 2.13's FX graph cache
+    could not evaluate for a backward graph (`KeyError: 'shapes'`, a CI run at 5df9a42).
+    Any other argument raises a `TypeError` there.
 
-    return run
+    Args:
+        function: tensors and numbers in, tensors out. Without it, a decorator.
+        tracing_hints: names of keyword arguments that only spare graph ops while
+            TensorFlow traces (shapes packed once per batch). On torch they are left
+            out, and `function` builds them from its tensors, as it must when they
+            are missing.
+
+    Example:
+    ```python
+    @compiled_on_torch(tracing_hints=("shape",))
+    def flat_doubled(x, *, shape=None):
+        return keras.ops.reshape(x * 2.0, (-1,) if shape is None else shape)
+
+    flat_doubled(keras.ops.ones((2, 3)), shape=(6,))  # on torch, compiled and reshaped to (-1,)
+    ```
+    """
+
+    def decorate(function):
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            if keras.backend.backend() != "torch":
+                return function(*args, **kwargs)
+            kwargs = {name: value for name, value in kwargs.items() if name not in tracing_hints}
+            _check_compilable(function, (*args, *kwargs.values()))
+            return torch_compiled(function)(*args, **kwargs)
+
+        return run
+
+    return decorate if function is None else decorate(function)
+
+
+def _check_compilable(function, values):
+    for value in values:
+        if not (keras.ops.is_tensor(value) or isinstance(value, numbers.Number)):
+            raise TypeError(
+                f"{function.__qualname__} is compiled on torch, and takes only tensors and numbers "
+                f"there; got a {type(value).__name__}. Name it in `tracing_hints`, or pass its "
+                "values as tensors."
+            )
 
 
 @functools.cache

@@ -199,16 +199,15 @@ def _gated(gate, up):
     return keras.activations.gelu(gate, approximate=True) * up
 
 
-@compiled_on_torch
-def _attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, shapes=None):
+@compiled_on_torch(tracing_hints=("shapes",))
+def _attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, *, shapes=None):
     """Grouped-query attention of projected `q`, `k`, `v` (`(batch, length, heads * head_dim)`),
     with query/key norms and rotary applied here; `(batch, length, n_q * head_dim)` out.
 
     `shapes` are the batch context's `head_shapes`: on TensorFlow, building them here
     packed seven shapes again in every block (39 graph ops a block of the embedded model).
-    None reads them from the tensors, as torch's compiled code should: ints passed in
-    become symbolic inputs whose guards torch 2.13's FX graph cache could not evaluate
-    for the backward (`KeyError: 'shapes'`, a CI run at 5df9a42)."""
+    Without them (always on torch, where `compiled_on_torch` leaves them out) they are
+    read from the tensors."""
     if shapes is None:
         head = cos.shape[-1]
         shapes = _BatchContext(q, None).head_shapes(q.shape[-1] // head, k.shape[-1] // head, head)
@@ -267,9 +266,11 @@ def _fused_block(block, x, context, training):
     factor = 1.0 / float(np.sqrt(head if attention.query_head_dim_normalize else attention.hidden_dim // n_q))
     window = attention.sliding_window_size if attention.use_sliding_window_attention else None
     q_norm, k_norm = attention.query_norm, attention.key_norm
-    shapes = None if keras.backend.backend() == "torch" else context.head_shapes(n_q, n_kv, head)
     bias = context.attention_bias(window)
-    mixed = _attend(q, k, v, cos, signed_sin, bias, _scale(q_norm), _scale(k_norm), q_norm.epsilon, factor, shapes)
+    shapes = context.head_shapes(n_q, n_kv, head)
+    mixed = _attend(
+        q, k, v, cos, signed_sin, bias, _scale(q_norm), _scale(k_norm), q_norm.epsilon, factor, shapes=shapes
+    )
     out_kernel = ops.reshape(attention.output_dense.kernel, (n_q * head, -1))
     heads_input = ops.reshape(mixed, context.shape(n_q, head))
     attended = _project(attention.output_dense, mixed, out_kernel, context, heads_input, training)
