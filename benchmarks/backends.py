@@ -4,7 +4,7 @@ Each (backend, mode) runs in its own process (`KERAS_BACKEND` is fixed per proce
 and no two thread pools meet): the embedded Gemma 3 270M's frozen forward through
 kgemma's fused blocks, at fixed lengths, in each mode's dtype; GFLOP/s against this machine's
 matmul ceiling in that dtype (benchmarks/ceilings.py, the best of any framework; int8 against
-bfloat16's). With
+the ceiling of the float dtype its model runs in). With
 `--adapter`, each mode also scores a seeded, stratified sample of IMDB test reviews
 with that adapter, so int8's cost in accuracy and agreement is measured beside its speed.
 
@@ -29,9 +29,10 @@ MODES = "tensorflow:bfloat16,jax:bfloat16,torch:bfloat16,torch:int8"
 
 
 def mode_dtype(mode):
-    """The model's dtype in a mode: int8 projections run on a bfloat16 model (its norms,
-    attention and adapters)."""
-    return "bfloat16" if mode == "int8" else mode
+    """The model's dtype in a mode: int8 projections run on the fastest float model
+    here (`"auto"`: bfloat16 where the CPU has bfloat16 units, else float32) for its
+    norms, attention and adapters."""
+    return "auto" if mode == "int8" else mode
 
 
 def measure_mode(mode, lengths, batch_size, batches, data, adapter, sample):

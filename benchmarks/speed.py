@@ -158,8 +158,8 @@ def bench_fixed(clf, lengths, batch_size, n_batches, ceilings, train):
 
 
 def ceiling_dtype(dtype):
-    """The matmul ceiling a model of `dtype` is measured against: float32's for a float32
-    model, else bfloat16's (int8 projections run on a bfloat16 model)."""
+    """The matmul ceiling a model of `dtype` is measured against, int8 frozen blocks
+    or not: float32's for a float32 model, else bfloat16's."""
     from kgemma.model.dtypes import resolve_dtype
 
     return "float32" if resolve_dtype(dtype) == "float32" else "bfloat16"

@@ -119,20 +119,44 @@ def test_int8_prefix_stays_close_to_float_and_follows_new_weights(make_classifie
 @pytest.mark.skipif(
     not ON_TORCH, reason="int8 matmuls run on Keras's torch backend: make test runs this with KERAS_BACKEND=torch"
 )
-def test_compiled_int8_matmul_equals_the_eager_one_at_every_width():
+@pytest.mark.parametrize("onednn", [False, True], ids=["int_mm", "onednn"])
+def test_compiled_int8_matmul_equals_the_eager_one_at_every_width(onednn):
     import torch
 
     from kgemma.model.int8 import eager_int8_matmul
+    from kgemma.model.int8 import int8_kernel
     from kgemma.model.int8 import int8_matmul
-    from kgemma.model.int8 import quantize_columns
 
     generator = torch.Generator().manual_seed(0)
-    quantized, scale = quantize_columns(torch.randn(64, 48, generator=generator))
+    weights, scale = int8_kernel(torch.randn(64, 48, generator=generator), onednn=onednn)
     for rows in (32, 48, 80):  # batch widths: compiled for the first, then once with the width symbolic
         x = torch.randn(2, rows, 64, generator=generator).to(torch.bfloat16)
         np.testing.assert_array_equal(
-            int8_matmul(x, quantized, scale).float().numpy(), eager_int8_matmul(x, quantized, scale).float().numpy()
+            int8_matmul(x, weights, scale).float().numpy(), eager_int8_matmul(x, weights, scale).float().numpy()
         )
+
+
+@pytest.mark.skipif(
+    not ON_TORCH, reason="oneDNN's int8 matmul runs on torch: make test runs this with KERAS_BACKEND=torch"
+)
+def test_onednn_int8_matmul_is_exact_integer_arithmetic_even_where_avx2_pairs_would_saturate():
+    import torch
+
+    from kgemma.model.int8 import eager_int8_matmul
+    from kgemma.model.int8 import int8_kernel
+    from kgemma.model.int8 import quantize_columns
+
+    # The worst case for AVX2's 16-bit pair sums: every input at its row's maximum, every weight at its column's.
+    x = torch.ones(4, 256)
+    x[1] = -1.0
+    kernel = torch.ones(256, 8)
+    kernel[:, 1] = -1.0
+    weights, scale = int8_kernel(kernel, onednn=True)
+    quantized, same_scale = quantize_columns(kernel, 63.0)
+    np.testing.assert_array_equal(scale.numpy(), same_scale.numpy())
+    exact = (torch.full((4, 256), 127.0).double() * x.sign() @ quantized.double()) * (1 / 127.0) * scale.double()
+    np.testing.assert_allclose(eager_int8_matmul(x, weights, scale).double().numpy(), exact.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(exact.numpy(), (x @ kernel).numpy(), rtol=1e-6)
 
 
 @pytest.mark.skipif(ON_TORCH, reason="checks the refusal off torch: make test runs this on TensorFlow and JAX")

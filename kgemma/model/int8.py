@@ -8,7 +8,14 @@ LLM.int8 does without its outlier split: each weight column (output channel) onc
 symmetric to int8, and each input row (token) at every call. The int32 products are
 rescaled to the input's dtype.
 
-No gradient flows through `torch._int_mm`: only forward-only paths use it, the frozen
+On a CPU without int8 dot-product instructions (AVX2 alone) `torch._int_mm` is a plain
+loop (1-3 GFLOP/s), but oneDNN's int8 matmul runs the model's shapes at about 1.7x
+float32 (`onednn.qlinear_pointwise`, the kernel torch's own x86 int8 quantization
+uses). Its AVX2 kernel sums pairs of u8 x s8 products in 16 bits, with saturation, so
+the weights there are quantized to -63..63, which keeps every pair in range and the
+products exact (docs/performance.md).
+
+No gradient flows through an int8 matmul: only forward-only paths use it, the frozen
 blocks below the LoRA-adapted ones (`GemmaSentimentClassifier(frozen_int8=...)`, on by
 default where `int8_is_fastest()`), in a trainer's prefix pass and in scoring; the
 adapted blocks, the LoRA branches and the head stay float.
@@ -20,6 +27,8 @@ bfloat16's 414-444; compiled (fused into a loop or two) it ran at 523-719, the s
 results to the last bit (`benchmarks/int8_projection.py`, docs/performance.md).
 """
 
+import functools
+
 import keras
 
 from kgemma.model import dtypes
@@ -27,6 +36,8 @@ from kgemma.model.compiled import torch_compiled
 
 # Symmetric int8: -127..127, so that a value and its negation round alike.
 _LEVELS = 127.0
+# Weights for oneDNN's AVX2 kernel: 255 x 63 x 2 < 2^15, so no sum of two products saturates.
+_PAIR_SAFE_LEVELS = 63.0
 # CPU flags (as Linux names them) of the int8 dot-product instructions `torch._int_mm` uses on a CPU.
 INT8_CPU_FLAGS = ("amx_int8", "avx512_vnni")
 
@@ -34,7 +45,12 @@ INT8_CPU_FLAGS = ("amx_int8", "avx512_vnni")
 def int8_is_fastest():
     """Whether int8 frozen blocks are the fastest choice here: Keras's torch backend on
     a CPU with int8 dot-product instructions (what `frozen_int8=None` chooses)."""
-    return keras.backend.backend() == "torch" and bool(dtypes.cpu_flags() & set(INT8_CPU_FLAGS))
+    return keras.backend.backend() == "torch" and has_int8_dot_products()
+
+
+def has_int8_dot_products():
+    """Whether this CPU has the int8 dot-product instructions `torch._int_mm` uses."""
+    return bool(dtypes.cpu_flags() & set(INT8_CPU_FLAGS))
 
 
 def resolve_frozen_int8(setting):
@@ -50,34 +66,99 @@ def check_int8_backend():
         )
 
 
-def quantize_columns(kernel):
-    """An `(in, out)` float kernel as int8 with one float32 scale per column."""
+def quantize_columns(kernel, levels=_LEVELS):
+    """An `(in, out)` float kernel as int8 in `-levels..levels`, with one float32 scale per column."""
     import torch
 
     w = keras.ops.convert_to_tensor(kernel).detach().float()  # A Keras variable or a tensor.
-    scale = w.abs().amax(dim=0).clamp(min=1e-12) / _LEVELS
-    return torch.round(w / scale).clamp(-_LEVELS, _LEVELS).to(torch.int8), scale
+    scale = w.abs().amax(dim=0).clamp(min=1e-12) / levels
+    return torch.round(w / scale).clamp(-levels, levels).to(torch.int8), scale
 
 
-def int8_matmul(x, quantized, scale):
-    """`x @ kernel` from the kernel's `quantize_columns` output, `x` quantized per row
-    (compiled by `torch.compile` on first use; `eager_int8_matmul` is the same uncompiled)."""
-    return torch_compiled(eager_int8_matmul)(x, quantized, scale)
+def int8_kernel(kernel, onednn=None):
+    """`(weights, scale)` for `int8_matmul` from an `(in, out)` float kernel: int8
+    weights for `torch._int_mm`, or with `onednn` (default: on a CPU without int8
+    dot-product instructions) weights in -63..63 packed for oneDNN's int8 matmul."""
+    import torch
+
+    if onednn is None:
+        onednn = not has_int8_dot_products()
+    if not onednn:
+        return quantize_columns(kernel)
+    quantized, scale = quantize_columns(kernel, _PAIR_SAFE_LEVELS)
+    onednn_int8_op()  # registered here, outside any compiled function
+    return torch.ops.onednn.qlinear_prepack(quantized.t().contiguous(), None), scale
 
 
-def eager_int8_matmul(x, quantized, scale):
+def int8_matmul(x, weights, scale):
+    """`x @ kernel` from the kernel's `int8_kernel`, `x` quantized per row (compiled by
+    `torch.compile` on first use; `eager_int8_matmul` is the same uncompiled)."""
+    return torch_compiled(_matmul_for(weights))(x, weights, scale)
+
+
+def eager_int8_matmul(x, weights, scale):
     """`int8_matmul` in eager torch: the reference the compiled function must equal."""
+    return _matmul_for(weights)(x, weights, scale)
+
+
+def _matmul_for(weights):
+    # Chosen outside the compiled function: torch.compile's stand-in for a packed
+    # (mkldnn) tensor does not say that it is one.
+    return _onednn_matmul if weights.is_mkldnn else _int_mm_matmul
+
+
+def _int_mm_matmul(x, quantized, scale):
+    import torch
+
+    rows, row_scale = _quantized_rows(x)
+    y = torch._int_mm(rows, quantized).float() * row_scale * scale
+    return y.reshape(*x.shape[:-1], scale.shape[0]).to(x.dtype)
+
+
+def _onednn_matmul(x, packed, scale):
+    import torch
+
+    rows, row_scale = _quantized_rows(x)
+    # `onednn_int8_op`, registered by `int8_kernel`; oneDNN applies the column scales.
+    y = torch.ops.kgemma.onednn_int8_matmul(rows, packed, scale) * row_scale
+    return y.reshape(*x.shape[:-1], scale.shape[0]).to(x.dtype)
+
+
+def _quantized_rows(x):
+    """`x` as int8 rows, each symmetric to its own absolute maximum, and those scales."""
     import torch
 
     rows = x.reshape(-1, x.shape[-1]).float()
     row_scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / _LEVELS
-    rows = torch.round(rows / row_scale).clamp(-_LEVELS, _LEVELS).to(torch.int8)
-    y = torch._int_mm(rows, quantized).float() * row_scale * scale
-    return y.reshape(*x.shape[:-1], quantized.shape[1]).to(x.dtype)
+    return torch.round(rows / row_scale).clamp(-_LEVELS, _LEVELS).to(torch.int8), row_scale
+
+
+@functools.cache
+def onednn_int8_op():
+    """`kgemma::onednn_int8_matmul(rows, packed, scale)`: oneDNN's int8 matmul, float32 out,
+    as a torch op that `torch.compile` calls as it is. Inductor's own lowering of
+    `onednn.qlinear_pointwise` takes the packed weights only as a frozen graph constant,
+    and a compiled segment gets them as an input. Built on first use: this module
+    imports torch only on the torch backend."""
+    import torch
+
+    @torch.library.custom_op("kgemma::onednn_int8_matmul", mutates_args=())
+    def onednn_int8_matmul(rows: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        zero_points = torch.zeros(scale.shape[0], dtype=torch.long)
+        # Input scale 1 and zero point 0 (`rows` are int8 already); float32 out, no post-op.
+        return torch.ops.onednn.qlinear_pointwise(
+            rows, 1.0, 0, packed, scale, zero_points, None, 1.0, 0, torch.float32, "none", [], ""
+        )
+
+    @onednn_int8_matmul.register_fake
+    def _(rows, packed, scale):
+        return rows.new_empty((rows.shape[0], scale.shape[0]), dtype=torch.float32)
+
+    return onednn_int8_matmul
 
 
 def cached_int8_kernel(layer, kernel):
-    """`quantize_columns(kernel)` for `layer`, kept on the layer until its kernel changes.
+    """`int8_kernel(kernel)` for `layer`, kept on the layer until its kernel changes.
 
     `kernel` is the layer's kernel as the fused blocks lay it out `(in, out)`. Keras's
     `assign` on torch writes in place, which bumps the tensor's version counter: a new
@@ -87,7 +168,7 @@ def cached_int8_kernel(layer, kernel):
     version = (source.data_ptr(), source._version)
     cached = getattr(layer, "kgemma_int8", None)
     if cached is None or cached[0] != version:
-        cached = (version, *quantize_columns(kernel))
+        cached = (version, *int8_kernel(kernel))
         # Not a Keras attribute: derived state, never saved.
         object.__setattr__(layer, "kgemma_int8", cached)
     return cached[1], cached[2]
