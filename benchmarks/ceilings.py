@@ -3,7 +3,9 @@
     python benchmarks/ceilings.py tensorflow      # or: torch, numpy
 
 A square matmul of 2048 (best of 5 after a warm-up, within a time budget) in float32, bfloat16 and int8
-(int8 x int8 -> int32: TensorFlow's `matmul(output_type=int32)`, torch's `_int_mm`).
+(int8 x int8 -> int32: TensorFlow's `matmul(output_type=int32)`, torch's `_int_mm`), and on torch
+oneDNN's int8 matmul (`int8_onednn`, float32 out), which kgemma's int8 blocks use on a CPU
+without int8 dot-product instructions.
 speed.py runs it once per framework in a subprocess, so no two thread pools meet,
 and takes the best bfloat16 figure of any framework as the bfloat16 ceiling.
 """
@@ -66,6 +68,11 @@ def torch_ceilings(a, q):
         result[name] = best_gflops(lambda: x @ x)
     xq = torch.tensor(q)
     result["int8"] = best_gflops(lambda: torch._int_mm(xq, xq))
+    # Weights in -63..63, as kgemma packs them for oneDNN (kgemma.model.int8).
+    packed = torch.ops.onednn.qlinear_prepack(xq.clamp(-63, 63), None)
+    scale, zero = torch.ones(N), torch.zeros(N, dtype=torch.long)
+    args = (1.0, 0, packed, scale, zero, None, 1.0, 0, torch.float32, "none", [], "")
+    result["int8_onednn"] = best_gflops(lambda: torch.ops.onednn.qlinear_pointwise(xq, *args))
     return result
 
 
