@@ -68,11 +68,13 @@ def torch_ceilings(a, q):
         result[name] = best_gflops(lambda: x @ x)
     xq = torch.tensor(q)
     result["int8"] = best_gflops(lambda: torch._int_mm(xq, xq))
-    # Weights in -63..63, as kgemma packs them for oneDNN (kgemma.model.int8).
-    packed = torch.ops.onednn.qlinear_prepack(xq.clamp(-63, 63), None)
-    scale, zero = torch.ones(N), torch.zeros(N, dtype=torch.long)
-    args = (1.0, 0, packed, scale, zero, None, 1.0, 0, torch.float32, "none", [], "")
-    result["int8_onednn"] = best_gflops(lambda: torch.ops.onednn.qlinear_pointwise(xq, *args))
+    # kgemma's own oneDNN path (weights packed as kgemma packs them); kgemma runs it on torch.
+    os.environ["KERAS_BACKEND"] = "torch"
+    from kgemma.model.int8 import int8_kernel
+    from kgemma.model.int8 import onednn_int8_op
+
+    packed, scale = int8_kernel(torch.tensor(a), onednn=True)
+    result["int8_onednn"] = best_gflops(lambda: onednn_int8_op()(xq, packed, scale))
     return result
 
 

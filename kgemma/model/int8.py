@@ -111,8 +111,7 @@ def _int_mm_matmul(x, quantized, scale):
     import torch
 
     rows, row_scale = _quantized_rows(x)
-    y = torch._int_mm(rows, quantized).float() * row_scale * scale
-    return y.reshape(*x.shape[:-1], scale.shape[0]).to(x.dtype)
+    return _rescaled(torch._int_mm(rows, quantized).float() * row_scale * scale, x)
 
 
 def _onednn_matmul(x, packed, scale):
@@ -120,8 +119,12 @@ def _onednn_matmul(x, packed, scale):
 
     rows, row_scale = _quantized_rows(x)
     # `onednn_int8_op`, registered by `int8_kernel`; oneDNN applies the column scales.
-    y = torch.ops.kgemma.onednn_int8_matmul(rows, packed, scale) * row_scale
-    return y.reshape(*x.shape[:-1], scale.shape[0]).to(x.dtype)
+    return _rescaled(torch.ops.kgemma.onednn_int8_matmul(rows, packed, scale) * row_scale, x)
+
+
+def _rescaled(y, x):
+    """The `(rows, out)` float32 product `y` in `x`'s leading shape and dtype."""
+    return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
 
 
 def _quantized_rows(x):
