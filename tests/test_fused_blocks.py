@@ -137,6 +137,29 @@ def test_compiled_int8_matmul_equals_the_eager_one_at_every_width(onednn):
 
 
 @pytest.mark.skipif(
+    not ON_TORCH, reason="int8 matmuls run on Keras's torch backend: make test runs this with KERAS_BACKEND=torch"
+)
+@pytest.mark.parametrize("onednn", [False, True], ids=["int_mm", "onednn"])
+def test_compiled_int8_matmul_compiles_once_per_projection_shape(onednn):
+    import torch
+
+    from kgemma.model.int8 import int8_kernel
+    from kgemma.model.int8 import int8_matmul
+
+    generator = torch.Generator().manual_seed(0)
+    # Shapes no other test compiles, so every graph counted here is this test's.
+    kernels = [int8_kernel(torch.randn(32, out, generator=generator), onednn=onednn) for out in (24, 8)]
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for batch, width in ((2, 32), (2, 48), (3, 80)):
+        x = torch.randn(batch, width, 32, generator=generator)
+        for weights, scale in kernels:
+            assert int8_matmul(x, weights, scale).shape == (batch, width, scale.shape[0])
+    # Batch and width dynamic from the first call, each projection's widths constants: a
+    # symbolic output width made the attention fed by it 2.7x slower.
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == len(kernels)
+
+
+@pytest.mark.skipif(
     not ON_TORCH, reason="oneDNN's int8 matmul runs on torch: make test runs this with KERAS_BACKEND=torch"
 )
 def test_onednn_int8_matmul_is_exact_integer_arithmetic_even_where_avx2_pairs_would_saturate():

@@ -93,6 +93,18 @@ def int8_kernel(kernel, onednn=None):
 def int8_matmul(x, weights, scale):
     """`x @ kernel` from the kernel's `int8_kernel`, `x` quantized per row (compiled by
     `torch.compile` on first use; `eager_int8_matmul` is the same uncompiled)."""
+    import torch
+
+    # One compiled function serves every projection: one graph per projection shape, its
+    # batch and width dynamic from the first call, its in and out widths constants. Left
+    # to torch's automatic dynamic shapes, the widths turned symbolic from the second
+    # projection on, torch marked the outputs' width dynamic for the compiled segment they
+    # feed, and the attention, given keys of a symbolic width, ran 2.7x slower
+    # (docs/performance.md).
+    for axis in range(x.ndim - 1):
+        torch._dynamo.maybe_mark_dynamic(x, axis)
+    torch._dynamo.mark_static(x, x.ndim - 1)
+    torch._dynamo.mark_static(scale, 0)
     return torch_compiled(_matmul_for(weights))(x, weights, scale)
 
 
