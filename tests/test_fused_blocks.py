@@ -273,7 +273,12 @@ def test_frozen_int8_by_default_is_on_only_where_int8_is_fastest(make_classifier
     monkeypatch.setattr(dtypes, "cpu_flags", lambda: frozenset({"avx512f", "avx512_vnni"}))
     assert make_classifier("gemma3", lora_layers=1).frozen_int8 is ON_TORCH
     assert make_classifier("gemma", lora_layers=1).frozen_int8 is False  # keras-hub's blocks run no int8
-    monkeypatch.setattr(dtypes, "cpu_flags", lambda: frozenset({"avx512f"}))
-    assert make_classifier("gemma3", lora_layers=1).frozen_int8 is False
+    # AVX2 alone: oneDNN's int8 kernel, still faster than float32.
+    monkeypatch.setattr(dtypes, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
+    assert make_classifier("gemma3", lora_layers=1).frozen_int8 is ON_TORCH
+    # No x86 int8 kernel kgemma knows (an ARM CPU's flags, or none where the OS does not say).
+    for flags in ({"fp", "asimd", "asimddp"}, set()):
+        monkeypatch.setattr(dtypes, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert make_classifier("gemma3", lora_layers=1).frozen_int8 is False
     with pytest.raises(ValueError, match="frozen_int8 must be True, False or None"):
         TrainingConfig(frozen_int8="yes")

@@ -13,6 +13,7 @@ from kgemma.cli.common import make_distribution
 from kgemma.cli.common import user_errors_as_messages
 from kgemma.cli.common import verbose_option
 from kgemma.model.dtypes import DTYPE_CHOICES
+from kgemma.model.int8 import INT8_DEFAULT
 from kgemma.model.lora import LORA_TARGETS
 from kgemma.model.pooling import POOLING_MODES
 from kgemma.model.truncation import TRUNCATIONS
@@ -174,7 +175,7 @@ Examples:
 @click.option(
     "--frozen-int8/--no-frozen-int8",
     default=None,
-    show_default="the machine's: on with KERAS_BACKEND=torch on a CPU with AVX512-VNNI or AMX-int8",
+    show_default=f"the machine's: {INT8_DEFAULT}",
     help=(
         "Run the frozen blocks below the adapted ones as int8 matmuls, in the prefix pass and in scoring "
         "(KERAS_BACKEND=torch; docs/performance.md)."

@@ -92,8 +92,9 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
             this model scores or a trainer computes its frozen prefix
             (`kgemma.model.int8`: Keras's torch backend, Gemma 3's fused blocks). The
             adapted blocks, the adapters and the head stay float, in training and
-            scoring alike. `None` (default) turns it on where it is fastest: Keras's
-            torch backend on a CPU with AVX512-VNNI or AMX-int8; elsewhere off.
+            scoring alike. `None` (default) turns it on where it is fastest
+            (`kgemma.model.int8.int8_is_fastest`): Keras's torch backend on an
+            x86 CPU with AVX2 or newer; elsewhere off.
 
     Example:
     ```python

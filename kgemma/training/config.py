@@ -52,8 +52,8 @@ class TrainingConfig:
         frozen_int8: run the frozen blocks below the adapted ones as int8 matmuls,
             in the prefix pass and whenever the trained model scores
             (`GemmaSentimentClassifier(frozen_int8=...)`): True, False or `None`
-            (default: decided by the machine, on with Keras's torch backend on a CPU with AVX512-VNNI or
-            AMX-int8, where it is fastest; `kgemma.model.int8`).
+            (default: decided by the machine where it is fastest,
+            `kgemma.model.int8.int8_is_fastest`).
         seed: seeds the split, the sample, the shuffling and the initial weights.
         checkpoint_every: steps between resumable checkpoints (and at each epoch end).
         drop_overlap: drop training rows whose text also occurs in the evaluation split.
