@@ -149,14 +149,22 @@ def test_compiled_int8_matmul_compiles_once_per_projection_shape(onednn):
     generator = torch.Generator().manual_seed(0)
     # Shapes no other test compiles, so every graph counted here is this test's.
     kernels = [int8_kernel(torch.randn(32, out, generator=generator), onednn=onednn) for out in (24, 8)]
-    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    for batch, width in ((2, 32), (2, 48), (3, 80)):
-        x = torch.randn(batch, width, 32, generator=generator)
-        for weights, scale in kernels:
-            assert int8_matmul(x, weights, scale).shape == (batch, width, scale.shape[0])
-    # Batch and width dynamic from the first call, each projection's widths constants: a
-    # symbolic output width made the attention fed by it 2.7x slower.
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == len(kernels)
+
+    def new_graphs(batches):
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        for batch, width in batches:
+            x = torch.randn(batch, width, 32, generator=generator)
+            for weights, scale in kernels:
+                assert int8_matmul(x, weights, scale).shape == (batch, width, scale.shape[0])
+        return torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs
+
+    # Batch and width dynamic from the first call, each projection's output width a
+    # constant: a symbolic output width made the attention fed by it 2.7x slower.
+    assert new_graphs(((2, 32), (2, 48), (3, 80))) == len(kernels)
+    # A batch of one is a size torch always specializes: one more graph a projection
+    # width, and then no more (torch runs a function eager past its 8th graph).
+    assert new_graphs(((1, 48), (1, 64))) == len(kernels)
+    assert new_graphs(((1, 16), (4, 96))) == 0
 
 
 @pytest.mark.skipif(

@@ -102,15 +102,17 @@ def int8_matmul(x, weights, scale):
     `torch.compile` on first use; `eager_int8_matmul` is the same uncompiled)."""
     import torch
 
-    # One compiled function serves every projection: one graph per projection shape, its
-    # batch and width dynamic from the first call, its in and out widths constants. Left
-    # to torch's automatic dynamic shapes, the widths turned symbolic from the second
-    # projection on, torch marked the outputs' width dynamic for the compiled segment they
-    # feed, and the attention, given keys of a symbolic width, ran 2.7x slower
-    # (docs/performance.md).
+    # One compiled function serves every projection. Its output width stays a constant
+    # (one graph per width: the query's, the keys', the hidden size, the feed-forward's),
+    # and its batch and width are dynamic from the first call. Left to torch's automatic
+    # dynamic shapes, the output width turned symbolic from the second projection on,
+    # torch marked it dynamic for the compiled segment the output feeds, and the attention,
+    # given keys of a symbolic width, ran 2.7x slower (docs/performance.md). The input
+    # width may turn symbolic (it only sets the quantization's row reductions): with it
+    # constant too, a batch of one (a size torch always specializes) on top took 10
+    # graphs, past torch's limit of 8 a function, and the rest ran eager.
     for axis in range(x.ndim - 1):
         torch._dynamo.maybe_mark_dynamic(x, axis)
-    torch._dynamo.mark_static(x, x.ndim - 1)
     torch._dynamo.mark_static(scale, 0)
     return torch_compiled(_matmul_for(weights))(x, weights, scale)
 
