@@ -90,9 +90,11 @@ def int8_kernel(kernel, onednn=None):
 
     if onednn is None:
         onednn = not has_int8_dot_products()
+    quantized, scale = quantize_columns(kernel, _PAIR_SAFE_LEVELS if onednn else _LEVELS)
+    # The output width, a constant in `int8_matmul`'s compiled code (see there).
+    torch._dynamo.mark_static(scale, 0)
     if not onednn:
-        return quantize_columns(kernel)
-    quantized, scale = quantize_columns(kernel, _PAIR_SAFE_LEVELS)
+        return quantized, scale
     onednn_int8_op()  # registered here, outside any compiled function
     return torch.ops.onednn.qlinear_prepack(quantized.t().contiguous(), None), scale
 
@@ -111,9 +113,9 @@ def int8_matmul(x, weights, scale):
     # width may turn symbolic (it only sets the quantization's row reductions): with it
     # constant too, a batch of one (a size torch always specializes) on top took 10
     # graphs, past torch's limit of 8 a function, and the rest ran eager.
+    # (The output width is marked static once, on the column scales, by `int8_kernel`.)
     for axis in range(x.ndim - 1):
         torch._dynamo.maybe_mark_dynamic(x, axis)
-    torch._dynamo.mark_static(scale, 0)
     return torch_compiled(_matmul_for(weights))(x, weights, scale)
 
 
