@@ -301,8 +301,8 @@ QUICK = {"sample": 16, "lengths": "256", "dtypes": "bfloat16", "lora_layers_opti
 @click.option(
     "--frozen-int8",
     is_flag=True,
-    help="kgemma's frozen blocks as int8 matmuls (KERAS_BACKEND=torch): the fixed-length frozen forward, "
-    "the prefix pass and scoring below the adapted blocks.",
+    help="kgemma's frozen projections as int8 matmuls (KERAS_BACKEND=torch): the fixed-length frozen forward, "
+    "the prefix pass, training and scoring (LoRA branches and head stay float).",
 )
 @click.option("--real/--no-real", default=True, show_default=True, help="Also time the real IMDB length distribution.")
 @click.option("--peer/--no-peer", default=False, help="Also time the transformers + PEFT peer in the same run.")

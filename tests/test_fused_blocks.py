@@ -170,6 +170,59 @@ def test_compiled_int8_matmul_compiles_once_per_projection_shape(onednn):
 
 
 @pytest.mark.skipif(
+    not ON_TORCH, reason="int8 matmuls run on Keras's torch backend: make test runs this with KERAS_BACKEND=torch"
+)
+def test_int8_projection_gives_its_input_an_int8_gradient_close_to_the_float_one():
+    import torch
+
+    from kgemma.model.int8 import int8_projection
+
+    layer = keras.layers.Dense(48, use_bias=False, trainable=False)
+    layer.build((None, 64))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 64, generator=generator, requires_grad=True)
+    kernel = layer.kernel.value
+    y = int8_projection(layer, x, kernel)
+    assert set(layer.kgemma_int8[1]) == {False}  # The transpose is quantized only when a gradient is wanted.
+    upstream = torch.randn(y.shape, generator=generator)
+    (y * upstream).sum().backward()
+    assert set(layer.kgemma_int8[1]) == {False, True}
+
+    def relative_error(got, exact):
+        return float((got - exact).norm() / exact.norm())
+
+    assert 0 < relative_error(y.detach(), x.detach() @ kernel) < 0.02
+    assert 0 < relative_error(x.grad, upstream @ kernel.t()) < 0.02  # int8, not the float product
+    assert kernel.grad is None
+    with torch.no_grad():  # Scoring: no autograd function, no transposed kernel needed.
+        assert not int8_projection(layer, x, kernel).requires_grad
+
+
+@pytest.mark.skipif(
+    not ON_TORCH, reason="int8 matmuls run on Keras's torch backend: make test runs this with KERAS_BACKEND=torch"
+)
+def test_lora_gradients_through_int8_blocks_stay_close_to_the_float_ones(make_classifier):
+    import torch
+
+    clf = adapted(make_classifier("gemma3", frozen_int8=True))  # LoRA on every block
+    features = features_of(clf)
+    labels = np.array([1, 0])
+    weights = [w.value for adapter in clf.lora_adapters for w in adapter.weights]
+
+    def lora_gradient(model):
+        logits = model(features, training=False)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, weights)])
+
+    exact, int8 = lora_gradient(clf.forward_model(int8=False)), lora_gradient(clf.forward_model())
+    assert float(exact.norm()) > 0
+    # Quantization noise, not a different gradient: the tiny model's 16-wide rows round
+    # coarsely (0.12 here, cosine 0.994), and a wrong or missing int8 gradient is off by ~1.
+    assert 0 < float((int8 - exact).norm() / exact.norm()) < 0.2
+    assert float(torch.nn.functional.cosine_similarity(int8, exact, dim=0)) > 0.98
+
+
+@pytest.mark.skipif(
     not ON_TORCH, reason="oneDNN's int8 matmul runs on torch: make test runs this with KERAS_BACKEND=torch"
 )
 def test_onednn_int8_matmul_is_exact_integer_arithmetic_even_where_avx2_pairs_would_saturate():
@@ -253,13 +306,25 @@ def test_compiled_segments_compute_what_the_eager_ones_do(dtype, tolerance):
 @pytest.mark.skipif(
     not ON_TORCH, reason="int8 matmuls run on Keras's torch backend: make test runs this with KERAS_BACKEND=torch"
 )
-def test_frozen_int8_runs_the_frozen_blocks_in_int8_and_the_adapted_ones_in_float(make_classifier):
+def test_frozen_int8_runs_every_blocks_projections_in_int8_in_scoring_and_training(make_classifier):
+    from kgemma.training import TrainingConfig
+    from kgemma.training.trainer import training_model
+
     clf = adapted(make_classifier("gemma3", lora_layers=1, frozen_int8=True))
     features = features_of(clf)
-    # Scoring is the int8 prefix (what a trainer caches) followed by the float upper stack.
+    # Scoring is the int8 prefix (what a trainer caches) followed by the upper stack that
+    # trains on it, int8 too; the classifier's own `call` stays float.
     states = clf.frozen_prefix().predict_on_batch(features)
-    chained = clf.upper_stack().predict_on_batch({"hidden_states": states, "padding_mask": features["padding_mask"]})
-    np.testing.assert_allclose(clf.logits_for_features(features), to_numpy(chained), atol=1e-5)
+    upper = training_model(clf, TrainingConfig(lora_layers=1), 10)[0]
+    inputs = {"hidden_states": states, "padding_mask": features["padding_mask"]}
+    chained = to_numpy(upper.predict_on_batch(inputs))
+    np.testing.assert_allclose(clf.logits_for_features(features), chained, atol=1e-5)
+    assert 0 < np.abs(chained - to_numpy(clf.upper_stack().predict_on_batch(inputs))).max()  # float by default
+    np.testing.assert_allclose(to_numpy(clf(features)), clf.logits_for_features(features, int8=False), atol=1e-5)
+    # Without a cached prefix, training runs the whole model with int8 projections.
+    whole = training_model(clf, TrainingConfig(lora_layers=1, cache_prefix=False), 10)[0]
+    assert whole is not clf and whole.int8
+    np.testing.assert_allclose(to_numpy(whole.predict_on_batch(features)), chained, atol=1e-5)
     float_logits = clf.logits_for_features(features, int8=False)
     assert 0 < np.abs(clf.logits_for_features(features) - float_logits).max() < 0.05 * np.abs(float_logits).max()
     # The setting is saved (get_config, and the adapter header: both from rebuild_config),

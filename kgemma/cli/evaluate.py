@@ -102,8 +102,8 @@ def score_shard(shard, reviews, score, out, model_path, adapter_path, settings, 
     "--frozen-int8/--no-frozen-int8",
     default=None,
     help=(
-        "Score the frozen blocks as int8 matmuls (KERAS_BACKEND=torch); default: as the adapter was trained "
-        "(kgemma-train --frozen-int8)."
+        "Score the blocks' frozen projections as int8 matmuls (KERAS_BACKEND=torch); default: as the adapter "
+        "was trained (kgemma-train --frozen-int8)."
     ),
 )
 @click.option(

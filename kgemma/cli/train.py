@@ -177,8 +177,8 @@ Examples:
     default=None,
     show_default=f"the machine's: {INT8_DEFAULT}",
     help=(
-        "Run the frozen blocks below the adapted ones as int8 matmuls, in the prefix pass and in scoring "
-        "(KERAS_BACKEND=torch; docs/performance.md)."
+        "Run the blocks' frozen projections (LoRA branches and head stay float) as int8 matmuls, in training, "
+        "in the prefix pass and in scoring (KERAS_BACKEND=torch; docs/performance.md)."
     ),
 )
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)

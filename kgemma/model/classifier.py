@@ -87,12 +87,13 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
             `from_adapter` can rebuild the model. Set by `from_preset`.
         backbone_layers: how many of the preset's first decoder blocks the backbone
             keeps (`None`: all), recorded like `base_preset`. Set by `from_preset`.
-        frozen_int8: bool or `None`, run the projections of the frozen decoder
-            blocks (those below the first LoRA-adapted one) as int8 matmuls wherever
-            this model scores or a trainer computes its frozen prefix
-            (`kgemma.model.int8`: Keras's torch backend, Gemma 3's fused blocks). The
-            adapted blocks, the adapters and the head stay float, in training and
-            scoring alike. `None` (default) turns it on where it is fastest
+        frozen_int8: bool or `None`, run the decoder blocks' frozen projections
+            (every block's kernels; LoRA trains a branch beside them) as int8
+            matmuls wherever this model scores or trains through `kgemma.training`
+            (`kgemma.model.int8`: Keras's torch backend, Gemma 3's fused blocks).
+            The LoRA branches, attention and head stay float. The model's own
+            `call` (Keras's `fit` and `predict`, explanations) stays float, with
+            exact gradients. `None` (default) turns it on where it is fastest
             (`kgemma.model.int8.int8_is_fastest`): Keras's torch backend on an
             x86 CPU with AVX2 or newer; elsewhere off.
 
@@ -404,11 +405,20 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
         int8 = self.frozen_int8 if int8 is None else int8
         return FrozenPrefix(self.backbone, self._split_depth(depth), fused=fused, int8=int8, name="frozen_prefix")
 
-    def upper_stack(self, depth=None, fused=None):
+    def upper_stack(self, depth=None, fused=None, int8=False):
         """An `UpperStack` model: the states entering block `depth` (default: the
         first adapted block) to this classifier's outputs, sharing this classifier's
-        layers and weights. `fused` as in `frozen_prefix`."""
-        return UpperStack(self, self._split_depth(depth), fused=fused, name="upper_stack")
+        layers and weights. `fused` as in `frozen_prefix`; `int8` too, but default
+        False (float, exact gradients; `None`: this classifier's `frozen_int8`)."""
+        int8 = self.frozen_int8 if int8 is None else int8
+        return UpperStack(self, self._split_depth(depth), fused=fused, int8=int8, name="upper_stack")
+
+    def forward_model(self, fused=None, int8=None):
+        """A new `ClassifierForward`: token inputs to this classifier's outputs,
+        sharing its layers and weights, for a trainer to compile with its own settings
+        (`scoring_model` is the one scoring keeps). `int8` as in `frozen_prefix`."""
+        int8 = self.frozen_int8 if int8 is None else int8
+        return ClassifierForward(self, fused=fused, int8=int8, name="classifier_forward")
 
     def _split_depth(self, depth):
         # A split below the first adapted block runs some frozen blocks in the upper
@@ -470,7 +480,7 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
     def scoring_model(self, fused=None, int8=None):
         """A `ClassifierForward` sharing this classifier's weights, compiled as this
         classifier is (XLA or not). Built once and reused, so its predict step is
-        traced once, not on every call. `int8=True` runs the frozen blocks'
+        traced once, not on every call. `int8=True` runs the blocks' frozen
         projections as int8 matmuls (`kgemma.model.int8`, torch backend; `None`:
         this classifier's `frozen_int8`)."""
         int8 = self.frozen_int8 if int8 is None else bool(int8)

@@ -88,9 +88,12 @@ class UpperStack(AnyWidthModel):
         classifier: the `GemmaSentimentClassifier` to split.
         depth: int, where the prefix ends (`classifier.frozen_depth`).
         fused: as in `FrozenPrefix`.
+        int8: run the blocks' frozen projections as int8 matmuls, as `FrozenPrefix`
+            does; gradients reach the LoRA branches below through int8 matmuls too
+            (`kgemma.model.int8.int8_projection`). Default False.
     """
 
-    def __init__(self, classifier, depth, fused=None, **kwargs):
+    def __init__(self, classifier, depth, fused=None, int8=False, **kwargs):
         # The backbone's dtype policy: a Keras model casts floating inputs to its own
         # compute dtype, and with the default (float32) a bfloat16 backbone's cached
         # states ran the upper blocks in float32, 1.5x slower than bfloat16 and unlike
@@ -109,12 +112,11 @@ class UpperStack(AnyWidthModel):
         self.classifier_head = classifier.head
         self.depth = int(depth)
         self.fused = _use_fused(classifier.backbone, fused)
-        # Never int8 here: training differentiates through these blocks, and no gradient
-        # flows through an int8 matmul.
+        self.int8 = check_int8(int8, classifier.backbone, self.fused)
 
     def call(self, inputs, training=None):
         mask = inputs["padding_mask"]
-        x = run_blocks(self.blocks, inputs["hidden_states"], mask, training=training, fused=self.fused)
+        x = run_blocks(self.blocks, inputs["hidden_states"], mask, training=training, fused=self.fused, int8=self.int8)
         return self.head(x, mask, training)
 
     def head(self, x, mask, training=None):
@@ -130,21 +132,19 @@ class ClassifierForward(UpperStack):
     Args:
         classifier: a `GemmaSentimentClassifier`.
         fused: as in `FrozenPrefix`.
-        int8: run the frozen blocks (below the first adapted one) as `FrozenPrefix`
-            does with `int8=True`; the adapted blocks, LoRA branches and head stay
-            float, as they are in training.
+        int8: run every block's frozen projections as int8 matmuls, as `FrozenPrefix`
+            and `UpperStack` do; the LoRA branches and head stay float.
     """
 
     def __init__(self, classifier, fused=None, int8=False, **kwargs):
-        super().__init__(classifier, classifier.frozen_depth, fused=fused, **kwargs)
+        super().__init__(classifier, classifier.frozen_depth, fused=fused, int8=int8, **kwargs)
         self.backbone = classifier.backbone
-        self.frozen_int8 = check_int8(int8, classifier.backbone, self.fused)
 
     def call(self, inputs, training=None):
         x = embed_tokens(self.backbone, inputs["token_ids"])
         mask = inputs["padding_mask"]
         frozen = self.backbone.transformer_layers[: self.depth]
-        x = run_blocks(frozen, x, mask, training=training, fused=self.fused, int8=self.frozen_int8)
+        x = run_blocks(frozen, x, mask, training=training, fused=self.fused, int8=self.int8)
         # Nothing below trains: without this, TensorFlow's tape traced the gradient through
         # the embedding and the frozen blocks too (unused, but traced on every first step).
         x = ops.stop_gradient(x)

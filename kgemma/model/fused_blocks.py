@@ -20,9 +20,8 @@ import numpy as np
 from keras import ops
 
 from kgemma.model.compiled import compiled_on_torch
-from kgemma.model.int8 import cached_int8_kernel
 from kgemma.model.int8 import check_int8_backend
-from kgemma.model.int8 import int8_matmul
+from kgemma.model.int8 import int8_projection
 from kgemma.model.lora import is_quantized
 
 
@@ -59,8 +58,8 @@ def run_blocks(blocks, x, padding_mask, training=None, fused=True, int8=False):
         training: passed to the LoRA adapters (their dropout).
         fused: run Gemma 3 blocks as fused matmuls; False (or a backbone that
             `supports_fused` refuses) calls each keras-hub block.
-        int8: run the blocks' own projections as int8 matmuls
-            (`kgemma.model.int8`; torch backend, fused blocks, forward only).
+        int8: run the blocks' own projections (not the LoRA branches) as int8
+            matmuls (`kgemma.model.int8`; torch backend, fused blocks).
     """
     if int8:
         check_int8_backend()
@@ -229,7 +228,7 @@ def _project(layer, x, kernel, context, layer_input=None, training=None):
     the layout the layer's einsum takes (`layer_input`, default `x`); int8 where the
     batch's `context` says so."""
     if context.int8:
-        y = int8_matmul(x, *cached_int8_kernel(layer, kernel))
+        y = int8_projection(layer, x, kernel)
     else:
         y = _matmul(x, kernel, context.shape(kernel.shape[-1]))
     adapter = getattr(layer, "kgemma_lora", None)

@@ -15,10 +15,15 @@ uses). Its AVX2 kernel sums pairs of u8 x s8 products in 16 bits, with saturatio
 the weights there are quantized to -63..63, which keeps every pair in range and the
 products exact (docs/performance.md).
 
-No gradient flows through an int8 matmul: only forward-only paths use it, the frozen
-blocks below the LoRA-adapted ones (`GemmaSentimentClassifier(frozen_int8=...)`, on by
-default where `int8_is_fastest()`), in a trainer's prefix pass and in scoring; the
-adapted blocks, the LoRA branches and the head stay float.
+Every projection's kernel is frozen, in the adapted blocks too (LoRA trains a branch
+beside it), so `GemmaSentimentClassifier(frozen_int8=...)` (on by default where
+`int8_is_fastest()`) runs every block's projections this way, in training, in a trainer's
+prefix pass and in scoring; the LoRA branches, norms, attention and head stay float. Where
+training differentiates through a projection, the gradient of its input is an int8 matmul
+too: the output's gradient, quantized per row, times the kernel's transpose, quantized per
+input channel, as SwitchBack does (Wortsman et al., 2023, "Stable and low-precision
+training for large-scale vision-language models"). No kernel gradient is needed. With LoRA on
+every block that made a training step 1.5x as fast here at 8 x 256 (docs/performance.md).
 
 The quantization around the matmul runs under `torch.compile`: in eager torch each of
 its elementwise steps is a pass over memory, and at the model's projection shapes
@@ -99,6 +104,45 @@ def int8_kernel(kernel, onednn=None):
     return torch.ops.onednn.qlinear_prepack(quantized.t().contiguous(), None), scale
 
 
+def int8_projection(layer, x, kernel):
+    """`x @ kernel` for `layer`'s frozen `(in, out)` kernel as an int8 matmul (the
+    quantized kernel cached on the layer). Where autograd wants `x`'s gradient, it is
+    an int8 matmul of the output's gradient with the kernel's transpose; the kernel gets
+    none."""
+    import torch
+
+    weights, scale = cached_int8_kernel(layer, kernel)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return int8_matmul(x, weights, scale)
+    return _int8_projection_function().apply(x, weights, scale, lambda: cached_int8_kernel(layer, kernel, True))
+
+
+@functools.cache
+def _int8_projection_function():
+    """The autograd function of `int8_projection`, built on first use (this module
+    imports torch only on the torch backend)."""
+    import torch
+
+    class Int8Projection(torch.autograd.Function):
+        @staticmethod
+        def forward(x, weights, scale, transposed):
+            return int8_matmul(x, weights, scale)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            # The transposed kernel is quantized on the first backward pass, not before:
+            # scoring and the prefix pass never need it.
+            ctx.transposed = inputs[3]
+
+        @staticmethod
+        def backward(ctx, grad):
+            # Contiguous: the gradient's strides vary with the op above, and torch
+            # would compile `int8_matmul` again for each.
+            return int8_matmul(grad.contiguous(), *ctx.transposed()), None, None, None
+
+    return Int8Projection
+
+
 def int8_matmul(x, weights, scale):
     """`x @ kernel` from the kernel's `int8_kernel`, `x` quantized per row (compiled by
     `torch.compile` on first use; `eager_int8_matmul` is the same uncompiled)."""
@@ -116,7 +160,11 @@ def int8_matmul(x, weights, scale):
     # (The output width is marked static once, on the column scales, by `int8_kernel`.)
     for axis in range(x.ndim - 1):
         torch._dynamo.maybe_mark_dynamic(x, axis)
-    return torch_compiled(_matmul_for(weights))(x, weights, scale)
+    # Never differentiated here (`int8_projection` gives the input its gradient), and run
+    # in one grad mode: torch compiles a function again for each, and a training step
+    # calls this both with gradients on (where the input needs none) and off.
+    with torch.no_grad():
+        return torch_compiled(_matmul_for(weights))(x, weights, scale)
 
 
 def eager_int8_matmul(x, weights, scale):
@@ -183,8 +231,9 @@ def onednn_int8_op():
     return onednn_int8_matmul
 
 
-def cached_int8_kernel(layer, kernel):
-    """`int8_kernel(kernel)` for `layer`, kept on the layer until its kernel changes.
+def cached_int8_kernel(layer, kernel, transposed=False):
+    """`int8_kernel(kernel)` for `layer` (of its transpose, for the input's gradient,
+    with `transposed`), kept on the layer until its kernel changes.
 
     `kernel` is the layer's kernel as the fused blocks lay it out `(in, out)`. Keras's
     `assign` on torch writes in place, which bumps the tensor's version counter: a new
@@ -194,7 +243,9 @@ def cached_int8_kernel(layer, kernel):
     version = (source.data_ptr(), source._version)
     cached = getattr(layer, "kgemma_int8", None)
     if cached is None or cached[0] != version:
-        cached = (version, *int8_kernel(kernel))
+        cached = (version, {})
         # Not a Keras attribute: derived state, never saved.
         object.__setattr__(layer, "kgemma_int8", cached)
-    return cached[1], cached[2]
+    if transposed not in cached[1]:
+        cached[1][transposed] = int8_kernel(keras.ops.transpose(kernel) if transposed else kernel)
+    return cached[1][transposed]

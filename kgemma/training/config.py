@@ -49,8 +49,9 @@ class TrainingConfig:
             with AVX512-BF16 or AMX, else float32; `kgemma.model.dtypes`),
             `"bfloat16"`, `"float32"` or another Keras float policy (`None`:
             Keras's float32). LoRA adapters and the head stay float32.
-        frozen_int8: run the frozen blocks below the adapted ones as int8 matmuls,
-            in the prefix pass and whenever the trained model scores
+        frozen_int8: run the blocks' frozen projections (LoRA branches and head
+            stay float) as int8 matmuls, in training, in the prefix pass and
+            whenever the trained model scores
             (`GemmaSentimentClassifier(frozen_int8=...)`): True, False or `None`
             (default: decided by the machine where it is fastest,
             `kgemma.model.int8.int8_is_fastest`).

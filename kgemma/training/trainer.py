@@ -134,10 +134,12 @@ def numpy_dtype(name):
 
 
 def training_model(classifier, config, total_steps, distribution=None, depth=None):
-    """The model `fit` trains, compiled with the run's optimizer: the classifier
-    itself (what Keras's `clf.fit` trains), or with a cached frozen prefix its
-    `UpperStack` from block `depth` (the same weights). Both run Gemma 3 blocks fused
-    (`kgemma.model.fused_blocks`; the classifier's `call` runs its `ClassifierForward`)."""
+    """The model `fit` trains, compiled with the run's optimizer: with a cached frozen
+    prefix the classifier's `UpperStack` from block `depth`; without, the classifier
+    itself (what Keras's `clf.fit` trains), or with `frozen_int8` its `forward_model`
+    (the classifier's `call` stays float). All share the classifier's weights and run
+    Gemma 3 blocks fused (`kgemma.model.fused_blocks`), with the classifier's
+    `frozen_int8`."""
     use_cache = config.cache_prefix and config.lora_layers is not None and classifier.frozen_depth > 0
     with (distribution or SingleDevice()).scope():
         classifier.compile(
@@ -145,11 +147,14 @@ def training_model(classifier, config, total_steps, distribution=None, depth=Non
             loss=training_loss(classifier, config.label_smoothing),
             jit_compile=keras_jit_compile(config.jit_compile),
         )
-        if not use_cache:
+        if use_cache:
+            model = classifier.upper_stack(depth, int8=None)
+        elif classifier.frozen_int8:
+            model = classifier.forward_model()
+        else:
             return _check_adapters_train(classifier, classifier), False
-        model = classifier.upper_stack(depth)
         compile_for_training(model, classifier, config)
-    return _check_adapters_train(model, classifier), True
+    return _check_adapters_train(model, classifier), use_cache
 
 
 def _check_adapters_train(model, classifier):
