@@ -6,7 +6,8 @@ computes that output (the hidden states entering the first adapted block);
 `UpperStack` runs the adapted blocks, the final norm, the pooling and the head on
 it. Chained, they compute exactly what the classifier computes, so a trainer can
 run the prefix once per review and reuse its states every epoch. `ClassifierForward`
-is the two in one, for scoring.
+is the two in one, for scoring (and, with int8 projections, for training without a
+cached prefix: the classifier's own `call` stays float).
 
 All three run Gemma 3 blocks through `kgemma.model.fused_blocks` (the same function
 as keras-hub's blocks, with less work around the matmuls) unless `fused=False`.
