@@ -402,22 +402,26 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
         training. `fused=False` runs keras-hub's blocks instead of the fused ones;
         `int8=True` runs their projections as int8 matmuls (torch backend; `None`:
         this classifier's `frozen_int8`)."""
-        int8 = self.frozen_int8 if int8 is None else int8
+        int8 = self._int8_setting(int8)
         return FrozenPrefix(self.backbone, self._split_depth(depth), fused=fused, int8=int8, name="frozen_prefix")
+
+    def _int8_setting(self, int8):
+        """An `int8` argument of the views below: `None` means this classifier's `frozen_int8`."""
+        return self.frozen_int8 if int8 is None else bool(int8)
 
     def upper_stack(self, depth=None, fused=None, int8=False):
         """An `UpperStack` model: the states entering block `depth` (default: the
         first adapted block) to this classifier's outputs, sharing this classifier's
         layers and weights. `fused` as in `frozen_prefix`; `int8` too, but default
         False (float, exact gradients; `None`: this classifier's `frozen_int8`)."""
-        int8 = self.frozen_int8 if int8 is None else int8
+        int8 = self._int8_setting(int8)
         return UpperStack(self, self._split_depth(depth), fused=fused, int8=int8, name="upper_stack")
 
     def forward_model(self, fused=None, int8=None):
         """A new `ClassifierForward`: token inputs to this classifier's outputs,
         sharing its layers and weights, for a trainer to compile with its own settings
         (`scoring_model` is the one scoring keeps). `int8` as in `frozen_prefix`."""
-        int8 = self.frozen_int8 if int8 is None else int8
+        int8 = self._int8_setting(int8)
         return ClassifierForward(self, fused=fused, int8=int8, name="classifier_forward")
 
     def _split_depth(self, depth):
@@ -483,7 +487,7 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
         traced once, not on every call. `int8=True` runs the blocks' frozen
         projections as int8 matmuls (`kgemma.model.int8`, torch backend; `None`:
         this classifier's `frozen_int8`)."""
-        int8 = self.frozen_int8 if int8 is None else bool(int8)
+        int8 = self._int8_setting(int8)
         # Not a tracked attribute: scoring models are views, not part of what is saved.
         if not hasattr(self, "_kgemma_scoring"):
             object.__setattr__(self, "_kgemma_scoring", {})
