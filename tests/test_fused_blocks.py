@@ -44,11 +44,16 @@ def test_supports_text_only_gemma3_and_falls_back_for_gemma(make_classifier):
     assert not gemma.frozen_prefix(0, fused=True).fused
 
 
-@pytest.mark.parametrize("targets", ["query_value", "all"])
-def test_fused_blocks_equal_keras_hub_blocks_in_float32(make_classifier, targets):
-    clf = adapted(make_classifier("gemma3", lora_targets=targets))
-    features = features_of(clf)
+@pytest.mark.parametrize(
+    "targets, sequence_length",
+    # 256 tokens run the attention in causal chunks (`causal_chunks`), with a review across them.
+    [("query_value", 32), ("all", 32), ("all", 256)],
+)
+def test_fused_blocks_equal_keras_hub_blocks_in_float32(make_classifier, targets, sequence_length):
+    clf = adapted(make_classifier("gemma3", lora_targets=targets, sequence_length=sequence_length))
+    features = features_of(clf, [TEXTS[0], TEXTS[1] * (sequence_length // 16)])
     lengths = features["padding_mask"].sum(axis=1)
+    assert lengths.max() == sequence_length
     # The long review runs past the tiny backbone's 4-token sliding window.
     assert lengths.max() > 4 * clf.backbone.transformer_layers[0].attention.sliding_window_size
     x = clf.backbone.token_embedding(features["token_ids"]) * np.sqrt(clf.backbone.hidden_dim)
@@ -182,7 +187,13 @@ def test_int8_projection_gives_its_input_an_int8_gradient_close_to_the_float_one
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, 64, generator=generator, requires_grad=True)
     kernel = layer.kernel.value
-    y = int8_projection(layer, x, kernel)
+    layouts = []
+
+    def layout():  # called only when a kernel is quantized
+        layouts.append(1)
+        return kernel
+
+    y = int8_projection(layer, x, layout)
     assert set(layer.kgemma_int8[1]) == {False}  # The transpose is quantized only when a gradient is wanted.
     upstream = torch.randn(y.shape, generator=generator)
     (y * upstream).sum().backward()
@@ -195,7 +206,8 @@ def test_int8_projection_gives_its_input_an_int8_gradient_close_to_the_float_one
     assert 0 < relative_error(x.grad, upstream @ kernel.t()) < 0.02  # int8, not the float product
     assert kernel.grad is None
     with torch.no_grad():  # Scoring: no autograd function, no transposed kernel needed.
-        assert not int8_projection(layer, x, kernel).requires_grad
+        assert not int8_projection(layer, x, layout).requires_grad
+    assert len(layouts) == 2  # The kernel and its transpose, each laid out once.
 
 
 @pytest.mark.skipif(
@@ -270,6 +282,32 @@ def test_compiled_segments_take_only_tensors_and_numbers_on_torch_and_leave_out_
             flat_scaled(x, (2.0,))
 
 
+@pytest.mark.parametrize("chunks", [2, 5])
+def test_causal_chunks_compute_the_attention_of_one_chunk(chunks):
+    from kgemma.model import fused_blocks
+
+    rng = np.random.default_rng(0)
+    batch, length, n_q, n_kv, head = 3, 23, 4, 2, 8
+    padding = (np.arange(length)[None, :] < np.array([[23], [11], [1]])).astype("int32")
+    q, k, v = (rng.normal(size=(batch, length, n * head)).astype("float32") for n in (n_q, n_kv, n_kv))
+    context = fused_blocks._BatchContext(keras.ops.convert_to_tensor(q), keras.ops.convert_to_tensor(padding))
+    angles = rng.uniform(size=(1, length, 1, head)).astype("float32")
+    scales = rng.normal(size=(2, head)).astype("float32")
+    tensors = [keras.ops.convert_to_tensor(a) for a in (q, k, v, np.cos(angles), np.sin(angles), *scales)]
+    args = (*tensors[:5], context.attention_bias(None), *tensors[5:], 1e-6, 0.35)
+    one, chunked = (to_numpy(fused_blocks._attend(n)(*args)) for n in (1, chunks))
+    valid = padding.astype(bool)  # Padding queries are never read.
+    assert np.abs(one[valid]).max() > 0.1
+    np.testing.assert_allclose(chunked[valid], one[valid], rtol=1e-5, atol=1e-5)
+
+
+def test_causal_chunks_grow_with_the_length_and_are_one_for_an_unknown_length():
+    from kgemma.model.fused_blocks import causal_chunks
+
+    assert [causal_chunks(n) for n in (16, 223, 224, 256, 447, 448, 4096)] == [1, 1, 2, 4, 4, 8, 8]
+    assert causal_chunks(None) == 1
+
+
 @pytest.mark.skipif(not ON_TORCH, reason="compiled on torch only: make test runs this with KERAS_BACKEND=torch")
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("bfloat16", 2e-2)])
 def test_compiled_segments_compute_what_the_eager_ones_do(dtype, tolerance):
@@ -288,7 +326,8 @@ def test_compiled_segments_compute_what_the_eager_ones_do(dtype, tolerance):
     attend = (tensor(batch, length, n_q * head), tensor(batch, length, n_kv * head), tensor(batch, length, n_kv * head))
     attend += (angles.cos(), angles.sin(), bias, tensor(head, dtype="float32"), tensor(head, dtype="float32"))
     calls = {
-        fused_blocks._attend: (*attend, 1e-6, 0.35),
+        fused_blocks._attend(1): (*attend, 1e-6, 0.35),
+        fused_blocks._attend(3): (*attend, 1e-6, 0.35),
         fused_blocks._norm: (tensor(batch, length, 16), tensor(16, dtype="float32"), 1e-6),
         fused_blocks._add_normed: (tensor(batch, length, 16), tensor(batch, length, 16), tensor(16), 1e-6),
         fused_blocks._gated: (tensor(batch, length, 16), tensor(batch, length, 16)),

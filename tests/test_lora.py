@@ -24,15 +24,16 @@ def count(weights):
     return sum(int(np.prod(w.shape)) for w in weights)
 
 
-@pytest.mark.parametrize(
-    "equation,kernel_shape,input_shape",
-    [
-        ("btd,ndh->btnh", (4, 8, 3), (2, 5, 8)),
-        ("bsd,kdh->bskh", (1, 8, 3), (2, 5, 8)),
-        ("btnh,nhd->btd", (4, 3, 8), (2, 5, 4, 3)),
-        ("btd,df->btf", (8, 6), (2, 5, 8)),
-    ],
-)
+# keras-hub's Gemma projections: query, key and value, attention output, feed-forward.
+GEMMA_EINSUMS = [
+    ("btd,ndh->btnh", (4, 8, 3), (2, 5, 8)),
+    ("bsd,kdh->bskh", (1, 8, 3), (2, 5, 8)),
+    ("btnh,nhd->btd", (4, 3, 8), (2, 5, 4, 3)),
+    ("btd,df->btf", (8, 6), (2, 5, 8)),
+]
+
+
+@pytest.mark.parametrize("equation,kernel_shape,input_shape", GEMMA_EINSUMS)
 def test_lora_branch_equals_merged_kernel_update(equation, kernel_shape, input_shape):
     adapter = LoRAAdapter(equation, kernel_shape, rank=2, alpha=6.0, dropout=0.0)
     adapter.build()
@@ -196,3 +197,42 @@ def test_torch_dropout_drops_at_its_rate_keeps_the_mean_and_repeats_with_its_see
     assert not torch.equal(y, torch_dropout(x, 0.25, keras.random.SeedGenerator(8)))
     y.sum().backward()  # the gradient is the mask, scaled
     np.testing.assert_allclose(x.grad.numpy(), y.detach().numpy())
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="kgemma's own low-rank matmuls run on torch: make test runs this with KERAS_BACKEND=torch",
+)
+@pytest.mark.parametrize("equation,kernel_shape,input_shape", GEMMA_EINSUMS)
+def test_torch_low_rank_update_gives_the_einsums_values_and_gradients(equation, kernel_shape, input_shape):
+    import torch
+
+    adapter = LoRAAdapter(equation, kernel_shape, rank=2, alpha=6.0, dropout=0.0)
+    adapter.build()
+    adapter.lora_b.assign(np.random.default_rng(0).normal(size=adapter.b_shape))
+    a, b = adapter.lora_a.value, adapter.lora_b.value
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    out_shape = np.einsum(equation, np.zeros(input_shape), np.zeros(kernel_shape)).shape
+    grad = torch.randn(*out_shape, generator=torch.Generator().manual_seed(2))
+
+    def values_and_gradients(update):
+        for tensor in (x, a, b):
+            tensor.grad = None
+        update.backward(grad)
+        return [t.detach().numpy().copy() for t in (update, x.grad, a.grad, b.grad)]
+
+    fast = adapter(x)
+    assert "LowRankUpdateBackward" in _graph_names(fast)  # the fast path ran
+    einsums = keras.ops.einsum(adapter.b_equation, keras.ops.einsum(adapter.a_equation, x, a), b) * 3.0
+    for got, expected in zip(values_and_gradients(fast), values_and_gradients(einsums)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def _graph_names(tensor, depth=3):
+    """The names of the autograd nodes within `depth` steps of `tensor`."""
+    names, frontier = set(), [tensor.grad_fn]
+    for _ in range(depth):
+        frontier = [node for node in frontier if node is not None]
+        names |= {type(node).__name__ for node in frontier}
+        frontier = [child for node in frontier for child, _ in node.next_functions]
+    return names

@@ -5,7 +5,9 @@ the rotary tables and the empty-row check in every block of every call, and reac
 projection through an `EinsumDense` (and, here, a LoRA branch wrapped around its `call`).
 `run_blocks` computes the same function from the same variables with that work done once
 per batch: the masks become one additive bias per window kind, the rotary tables one
-pair per wavelength, and every projection one `matmul`. In float32 it matches keras-hub
+pair per wavelength, and every projection one `matmul`; the attention of a long batch runs
+in causal chunks of queries, each against the keys up to its own end (`causal_chunks`),
+which skips most of the scores the causal mask would hide. In float32 it matches keras-hub
 to rounding (tested); in bfloat16 it rounds in fewer places (norms, rotary and the
 query scale stay float32 until the matmul). It differentiates like any Keras code, and
 the LoRA adapters keep their own layer (dropout included), so it serves the frozen
@@ -14,6 +16,8 @@ prefix, the trained upper blocks and inference alike.
 Backbones it cannot run exactly (Gemma 1 and 2, attention soft caps, bidirectional or
 vision models, quantized layers) take keras-hub's own blocks: `supports_fused` says which.
 """
+
+import functools
 
 import keras
 import numpy as np
@@ -193,44 +197,103 @@ def _add_normed(x, y, scale, epsilon):
     return x + ops.cast(_rms_values(y, scale, epsilon), x.dtype)
 
 
+# GELU's tanh approximation, `0.5 * x * (1 + tanh(z))`, written `x * sigmoid(2 * z)`: the
+# same function, and on torch the compiled sigmoid form ran in about half the time of the
+# tanh one (docs/performance.md).
+_GELU_SCALE = 2.0 * float(np.sqrt(2.0 / np.pi))
+
+
 @compiled_on_torch
 def _gated(gate, up):
-    return keras.activations.gelu(gate, approximate=True) * up
+    """`gelu(gate) * up`, with GELU's tanh approximation (keras-hub's Gemma)."""
+    return gate * ops.sigmoid(_GELU_SCALE * (gate + 0.044715 * gate * gate * gate)) * up
 
 
-@compiled_on_torch(tracing_hints=("shapes",))
-def _attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, *, shapes=None):
-    """Grouped-query attention of projected `q`, `k`, `v` (`(batch, length, heads * head_dim)`),
-    with query/key norms and rotary applied here; `(batch, length, n_q * head_dim)` out.
-
-    `shapes` are the batch context's `head_shapes`: on TensorFlow, building them here
-    packed seven shapes again in every block (39 graph ops a block of the embedded model).
-    Without them (always on torch, where `compiled_on_torch` leaves them out) they are
-    read from the tensors."""
-    if shapes is None:
-        head = cos.shape[-1]
-        shapes = _BatchContext(q, None).head_shapes(q.shape[-1] // head, k.shape[-1] // head, head)
-    heads_q, heads_kv, grouped, out, queries, scores, weights, mixed = shapes
-    dtype = q.dtype
-    q = _rotate(_rms_values(ops.reshape(q, heads_q), q_scale, epsilon), cos, signed_sin) * factor
-    k = _rotate(_rms_values(ops.reshape(k, heads_kv), k_scale, epsilon), cos, signed_sin)
-    # Grouped heads: (batch, kv_heads, length * groups, head) against (batch, kv_heads, head, length).
-    q = ops.reshape(ops.transpose(ops.reshape(ops.cast(q, dtype), grouped), (0, 2, 1, 3, 4)), queries)
-    k = ops.transpose(ops.cast(k, dtype), (0, 2, 3, 1))
-    v = ops.transpose(ops.reshape(v, heads_kv), (0, 2, 1, 3))
-    attention = ops.softmax(ops.cast(ops.reshape(ops.matmul(q, k), scores), "float32") + bias, axis=-1)
-    mixed_heads = ops.matmul(ops.reshape(ops.cast(attention, dtype), weights), v)
-    return ops.reshape(ops.transpose(ops.reshape(mixed_heads, mixed), (0, 2, 1, 3, 4)), out)
+# The query chunks of the causal attention, by the batch's length: `(shortest length, chunks)`.
+# A chunk's queries score only the keys up to its own last position (the causal mask hides
+# the rest), so `n` chunks compute `(n + 1) / 2n` of the scores. Fewer, larger chunks keep
+# the batched matmuls efficient on short batches (docs/performance.md).
+_CAUSAL_CHUNKS = ((448, 8), (256, 4), (224, 2), (0, 1))
 
 
-def _project(layer, x, kernel, context, layer_input=None, training=None):
-    """`x @ kernel`, plus the LoRA adapter attached to `layer`, if any, on the input in
-    the layout the layer's einsum takes (`layer_input`, default `x`); int8 where the
-    batch's `context` says so."""
+def causal_chunks(length):
+    """How many query chunks `_attend` splits a batch of `length` tokens into: 1 where the
+    length is unknown (TensorFlow tracing a batch of any width)."""
+    if not isinstance(length, int):
+        return 1
+    return next(chunks for shortest, chunks in _CAUSAL_CHUNKS if length >= shortest)
+
+
+@functools.cache
+def _attend(chunks=1):
+    """The attention segment of a block for `chunks` query chunks (`causal_chunks`): one
+    function each, so that torch compiles each count's loop into its own graph."""
+
+    @compiled_on_torch(tracing_hints=("shapes",))
+    def attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, *, shapes=None):
+        """Grouped-query attention of projected `q`, `k`, `v` (`(batch, length, heads * head_dim)`),
+        with query/key norms and rotary applied here; `(batch, length, n_q * head_dim)` out.
+
+        `shapes` are the batch context's `head_shapes`: on TensorFlow, building them here
+        packed seven shapes again in every block (39 graph ops a block of the embedded model).
+        Without them (always on torch, where `compiled_on_torch` leaves them out) they are
+        read from the tensors."""
+        if shapes is None:
+            head = cos.shape[-1]
+            shapes = _BatchContext(q, None).head_shapes(q.shape[-1] // head, k.shape[-1] // head, head)
+        heads_q, heads_kv, grouped, out, queries, scores, weights, mixed = shapes
+        dtype = q.dtype
+        q = _rotate(_rms_values(ops.reshape(q, heads_q), q_scale, epsilon), cos, signed_sin) * factor
+        k = _rotate(_rms_values(ops.reshape(k, heads_kv), k_scale, epsilon), cos, signed_sin)
+        # Grouped heads: (batch, kv_heads, length * groups, head) against (batch, kv_heads, head, length).
+        q = ops.reshape(ops.transpose(ops.reshape(ops.cast(q, dtype), grouped), (0, 2, 1, 3, 4)), queries)
+        k = ops.transpose(ops.cast(k, dtype), (0, 2, 3, 1))
+        v = ops.transpose(ops.reshape(v, heads_kv), (0, 2, 1, 3))
+        if chunks == 1:
+            attention = ops.softmax(ops.cast(ops.reshape(ops.matmul(q, k), scores), "float32") + bias, axis=-1)
+            mixed_heads = ops.matmul(ops.reshape(ops.cast(attention, dtype), weights), v)
+        else:
+            mixed_heads = ops.concatenate([_causal_chunk(q, k, v, bias, part, chunks) for part in range(chunks)], 2)
+        return ops.reshape(ops.transpose(ops.reshape(mixed_heads, mixed), (0, 2, 1, 3, 4)), out)
+
+    return attend
+
+
+def _causal_chunk(q, k, v, bias, part, chunks):
+    """The attention of the `part`-th of `chunks` runs of positions of grouped queries `q`
+    against the keys `k` (`(batch, kv_heads, head, length)`) and values up to its last
+    position: `(batch, kv_heads, rows, head)`."""
+    batch, kv_heads, head, length = ops.shape(k)
+    groups = ops.shape(q)[2] // length
+    start, end = length * part // chunks, length * (part + 1) // chunks
+    rows = _dense(q[:, :, start * groups : end * groups])
+    scores = ops.reshape(ops.matmul(rows, _dense(k[..., :end])), (batch, kv_heads, end - start, groups, end))
+    attention = ops.softmax(ops.cast(scores, "float32") + bias[:, :, start:end, :, :end], axis=-1)
+    weights = ops.reshape(ops.cast(attention, v.dtype), (batch, kv_heads, (end - start) * groups, end))
+    return ops.matmul(weights, _dense(v[:, :, :end]))
+
+
+def _dense(x):
+    """`x` laid out densely on torch, as it is elsewhere. Inductor (torch 2.13) compiled the
+    backward of a matmul of a slice whose length is symbolic as if the slice were dense,
+    and it failed a stride check at the next length; a dense copy is what it assumed."""
+    return x.contiguous() if keras.backend.backend() == "torch" else x
+
+
+def _project(layer, x, context, layout=None, layer_input=None, training=None):
+    """`x @ kernel` for `layer`'s kernel laid out `(in, out)` by `layout` (default: as it
+    is), plus the LoRA adapter attached to `layer`, if any, on the input in the layout the
+    layer's einsum takes (`layer_input`, default `x`); int8 where the batch's `context`
+    says so, and then the float layout is built only when the kernel is quantized."""
+
+    def kernel():
+        return layer.kernel if layout is None else layout(layer.kernel)
+
     if context.int8:
         y = int8_projection(layer, x, kernel)
     else:
-        y = _matmul(x, kernel, context.shape(kernel.shape[-1]))
+        weights = kernel()
+        y = _matmul(x, weights, context.shape(weights.shape[-1]))
     adapter = getattr(layer, "kgemma_lora", None)
     if adapter is None:
         return y
@@ -258,7 +321,7 @@ def _fused_block(block, x, context, training):
     # Attention. Query kernels are (heads, hidden, head_dim): as one (hidden, heads * head_dim) matrix.
     normed = _norm(x, _scale(block.pre_attention_norm), block.pre_attention_norm.epsilon)
     q, k, v = (
-        _project(dense, normed, _heads_last(dense.kernel), context, training=training)
+        _project(dense, normed, context, _heads_last, training=training)
         for dense in (attention.query_dense, attention.key_dense, attention.value_dense)
     )
     cos, signed_sin = context.rotary(attention.rope_layer, head)
@@ -267,19 +330,18 @@ def _fused_block(block, x, context, training):
     q_norm, k_norm = attention.query_norm, attention.key_norm
     bias = context.attention_bias(window)
     shapes = context.head_shapes(n_q, n_kv, head)
-    mixed = _attend(
+    mixed = _attend(causal_chunks(context.length))(
         q, k, v, cos, signed_sin, bias, _scale(q_norm), _scale(k_norm), q_norm.epsilon, factor, shapes=shapes
     )
-    out_kernel = ops.reshape(attention.output_dense.kernel, (n_q * head, -1))
     heads_input = ops.reshape(mixed, context.shape(n_q, head))
-    attended = _project(attention.output_dense, mixed, out_kernel, context, heads_input, training)
+    attended = _project(attention.output_dense, mixed, context, _heads_first, heads_input, training)
     x = _add_normed(x, attended, _scale(block.post_attention_norm), block.post_attention_norm.epsilon)
 
     # Feed-forward: gelu(x @ gate) * (x @ up) @ down.
     normed = _norm(x, _scale(block.pre_ffw_norm), block.pre_ffw_norm.epsilon)
-    gate = _project(block.gating_ffw, normed, block.gating_ffw.kernel, context, training=training)
-    up = _project(block.gating_ffw_2, normed, block.gating_ffw_2.kernel, context, training=training)
-    down = _project(block.ffw_linear, _gated(gate, up), block.ffw_linear.kernel, context, training=training)
+    gate = _project(block.gating_ffw, normed, context, training=training)
+    up = _project(block.gating_ffw_2, normed, context, training=training)
+    down = _project(block.ffw_linear, _gated(gate, up), context, training=training)
     return _add_normed(x, down, _scale(block.post_ffw_norm), block.post_ffw_norm.epsilon)
 
 
@@ -287,3 +349,8 @@ def _heads_last(kernel):
     """An `(heads, hidden, head_dim)` kernel as `(hidden, heads * head_dim)`."""
     heads, hidden, head = kernel.shape
     return ops.reshape(ops.transpose(kernel, (1, 0, 2)), (hidden, heads * head))
+
+
+def _heads_first(kernel):
+    """An `(heads, head_dim, hidden)` kernel as `(heads * head_dim, hidden)`."""
+    return ops.reshape(kernel, (-1, kernel.shape[-1]))

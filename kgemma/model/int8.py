@@ -106,8 +106,9 @@ def int8_kernel(kernel, onednn=None):
 
 
 def int8_projection(layer, x, kernel):
-    """`x @ kernel` for `layer`'s frozen `(in, out)` kernel as an int8 matmul (the
-    quantized kernel cached on the layer). Where autograd wants `x`'s gradient, it is
+    """`x @ kernel()` for `layer`'s frozen kernel as an int8 matmul (the quantized kernel
+    cached on the layer). `kernel` returns the float kernel laid out `(in, out)`; it is
+    called only when the kernel is quantized. Where autograd wants `x`'s gradient, it is
     an int8 matmul of the output's gradient with the kernel's transpose; the kernel gets
     none."""
     import torch
@@ -236,7 +237,8 @@ def cached_int8_kernel(layer, kernel, transposed=False):
     """`int8_kernel(kernel)` for `layer` (of its transpose, for the input's gradient,
     with `transposed`), kept on the layer until its kernel changes.
 
-    `kernel` is the layer's kernel as the fused blocks lay it out `(in, out)`. Keras's
+    `kernel()` returns the layer's kernel as the fused blocks lay it out `(in, out)`,
+    called on a miss only (a layout can be a copy). Keras's
     `assign` on torch writes in place, which bumps the tensor's version counter: a new
     version (new weights) is quantized again.
     """
@@ -248,5 +250,5 @@ def cached_int8_kernel(layer, kernel, transposed=False):
         # Not a Keras attribute: derived state, never saved.
         object.__setattr__(layer, "kgemma_int8", cached)
     if transposed not in cached[1]:
-        cached[1][transposed] = int8_kernel(keras.ops.transpose(kernel) if transposed else kernel)
+        cached[1][transposed] = int8_kernel(keras.ops.transpose(kernel()) if transposed else kernel())
     return cached[1][transposed]
