@@ -9,6 +9,7 @@ they are: XLA over the same segments inside TensorFlow's graph was slower, measu
 
 import functools
 import numbers
+import types
 
 import keras
 
@@ -61,6 +62,19 @@ def _check_compilable(function, values):
                 f"there; got a {type(value).__name__}. Name it in `tracing_hints`, or pass its "
                 "values as tensors."
             )
+
+
+def with_own_code(function, name):
+    """`function` under a code object of its own, named `name`. torch.compile keeps its
+    graphs per code object, at most 8 (its recompile limit) and then runs the code eager;
+    closures made by one factory share one code object, and so that one budget. (The
+    attention's chunk counts, each compiled with and without gradients and for static and
+    then symbolic shapes, took 16 graphs in one code object, and the rest ran eager.)"""
+    own = types.FunctionType(
+        function.__code__.replace(co_name=name), function.__globals__, name, function.__defaults__, function.__closure__
+    )
+    own.__kwdefaults__, own.__doc__ = function.__kwdefaults__, function.__doc__
+    return own
 
 
 @functools.cache

@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from kgemma.model.compiled import compiled_on_torch
+from kgemma.model.compiled import with_own_code
 from kgemma.model.int8 import check_int8_backend
 from kgemma.model.int8 import int8_projection
 from kgemma.model.lora import is_quantized
@@ -227,9 +228,9 @@ def causal_chunks(length):
 @functools.cache
 def _attend(chunks=1):
     """The attention segment of a block for `chunks` query chunks (`causal_chunks`): one
-    function each, so that torch compiles each count's loop into its own graph."""
+    function each, with a code object of its own, so that torch compiles each count's
+    loop into its own graphs, within its own budget."""
 
-    @compiled_on_torch(tracing_hints=("shapes",))
     def attend(q, k, v, cos, signed_sin, bias, q_scale, k_scale, epsilon, factor, *, shapes=None):
         """Grouped-query attention of projected `q`, `k`, `v` (`(batch, length, heads * head_dim)`),
         with query/key norms and rotary applied here; `(batch, length, n_q * head_dim)` out.
@@ -256,7 +257,7 @@ def _attend(chunks=1):
             mixed_heads = ops.concatenate([_causal_chunk(q, k, v, bias, part, chunks) for part in range(chunks)], 2)
         return ops.reshape(ops.transpose(ops.reshape(mixed_heads, mixed), (0, 2, 1, 3, 4)), out)
 
-    return attend
+    return compiled_on_torch(with_own_code(attend, f"attend_{chunks}"), tracing_hints=("shapes",))
 
 
 def _causal_chunk(q, k, v, bias, part, chunks):
