@@ -172,7 +172,7 @@ def torch_low_rank_update(x, a, b, scale, batch_rank):
 
     Every product whose result is `rank` wide (`x @ a`, and in the backward pass the low-rank
     gradient and `a`'s) is computed transposed, `rank` rows by many columns. MKL (torch's
-    CPU matmul) ran the narrow form, `(2048, 640) @ (2048, 8)`-shaped, at a sixth of the
+    CPU matmul) ran the narrow form, `(640, 2048) @ (2048, 8)`-shaped, at a sixth of the
     speed of the wide one (2.6 against 0.45 ms), and `torch.einsum` chose the narrow form:
     a branch's forward and backward took 30-55% less time this way (docs/performance.md).
     """
