@@ -39,6 +39,7 @@ import keras
 
 from kgemma.model import dtypes
 from kgemma.model.compiled import torch_compiled
+from kgemma.model.compiled import with_own_code
 
 # Symmetric int8: -127..127, so that a value and its negation round alike.
 _LEVELS = 127.0
@@ -160,13 +161,22 @@ def int8_matmul(x, weights, scale):
     # constant too, a batch of one (a size torch always specializes) on top took 10
     # graphs, past torch's limit of 8 a function, and the rest ran eager.
     # (The output width is marked static once, on the column scales, by `int8_kernel`.)
+    # Each width compiles under a code object of its own: torch's limit of 8 graphs holds
+    # per code object, and a training step takes four widths, each of them possibly
+    # compiled again for a symbolic input width or a batch of one.
     for axis in range(x.ndim - 1):
         torch._dynamo.maybe_mark_dynamic(x, axis)
     # Never differentiated here (`int8_projection` gives the input its gradient), and run
     # in one grad mode: torch compiles a function again for each, and a training step
     # calls this both with gradients on (where the input needs none) and off.
     with torch.no_grad():
-        return torch_compiled(_matmul_for(weights))(x, weights, scale)
+        return _compiled_matmul(_matmul_for(weights), int(scale.shape[0]))(x, weights, scale)
+
+
+@functools.cache
+def _compiled_matmul(matmul, width):
+    """`matmul` compiled for one output width, under a code object of its own."""
+    return torch_compiled(with_own_code(matmul, f"{matmul.__name__}_{width}"))
 
 
 def eager_int8_matmul(x, weights, scale):
