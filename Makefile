@@ -26,7 +26,8 @@ JAX_TESTS := tests/test_launch.py::test_on_jax_two_workers_train_one_process_wei
 # fixtures (a trained tiny run, the converted real model) are built once. Most of a tiny
 # test is single-threaded graph tracing, so two workers on two cores halve the wall time.
 WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
+# The slowest tests are listed after each run, to keep the suite's time in view.
+PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --durations=10
 
 # ruff's formatter and linter (configured in pyproject.toml); `make test` runs it first.
 lint: setup

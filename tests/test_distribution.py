@@ -72,6 +72,15 @@ def test_model_parallel_on_tensorflow_names_the_backend_it_needs():
         create_distribution("data", devices=64)
 
 
+def test_distribution_on_torch_names_the_backends_it_needs(monkeypatch):
+    # Keras's torch backend has no distribution kgemma can use; the CLIs say so before training.
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    for strategy in ("data", "model"):
+        with pytest.raises(ValueError, match="need the JAX or TensorFlow backend; this is torch"):
+            create_distribution(strategy)
+    assert create_distribution("none").replicas == 1
+
+
 def test_layout_map_leaves_whole_the_dimensions_a_mesh_axis_cannot_split():
     mesh = keras.distribution.DeviceMesh(shape=(1, 2), axis_names=("batch", "model"), devices=["cpu:0", "cpu:1"])
     layout = gemma_layout_map(mesh, KNOWN_CONFIGS["gemma3_270m"])

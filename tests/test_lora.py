@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kgemma import LoRAAdapter
+from tests.conftest import randomize_head
 from tests.conftest import to_numpy
 
 HEAD = 2 * 16 + (16 * 2 + 2)  # pooled LayerNorm + dense head of the tiny models
@@ -197,6 +198,28 @@ def test_torch_dropout_drops_at_its_rate_keeps_the_mean_and_repeats_with_its_see
     assert not torch.equal(y, torch_dropout(x, 0.25, keras.random.SeedGenerator(8)))
     y.sum().backward()  # the gradient is the mask, scaled
     np.testing.assert_allclose(x.grad.numpy(), y.detach().numpy())
+
+
+def test_head_and_lora_dropout_masks_follow_their_layers_seeds_not_the_global_generator(make_classifier):
+    clf = randomize_head(make_classifier(lora_layers=1))
+    adapter = clf.lora_adapters[0]
+    adapter.lora_b.assign(np.random.default_rng(0).normal(size=adapter.lora_b.shape))
+    generators = (clf.output_dropout.seed_generator, adapter.dropout_layer.seed_generator)
+    start = [keras.ops.convert_to_numpy(g.state) for g in generators]
+    rng = np.random.default_rng(1)
+    pooled = rng.normal(size=(4, clf.backbone.hidden_dim)).astype("float32")
+    inputs = rng.normal(size=(4, 6, clf.backbone.hidden_dim)).astype("float32")
+
+    def masks(global_seed):
+        keras.utils.set_random_seed(global_seed)  # torch's global generator too
+        for generator, state in zip(generators, start):
+            generator.state.assign(state)
+        return [to_numpy(clf.head(pooled, training=True)), to_numpy(adapter(inputs, training=True))]
+
+    first, again = masks(1), masks(2)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], to_numpy(clf.head(pooled, training=True)))  # It drops, and draws anew.
 
 
 @pytest.mark.skipif(

@@ -16,6 +16,7 @@ from kgemma.model.batching import epoch_batches
 from kgemma.training import TrainingConfig
 from kgemma.training.trainer import read_progress
 from tests.conftest import randomize_head
+from tests.conftest import to_numpy
 from tests.conftest import train_cli_args
 
 
@@ -71,8 +72,8 @@ def test_epoch_batches_cover_every_row_once_with_similar_lengths():
 def test_scores_do_not_depend_on_batch_padding(make_classifier):
     clf = randomize_head(make_classifier(sequence_length=128))
     features = clf.preprocessor(["A wonderful film.", "Dull and far too long, and then some more of it."])
-    narrow = np.asarray(clf({k: np.asarray(v)[:, :64] for k, v in features.items()}, training=False))
-    wide = np.asarray(clf(features, training=False))
+    narrow = to_numpy(clf({k: np.asarray(v)[:, :64] for k, v in features.items()}, training=False))
+    wide = to_numpy(clf(features, training=False))
     assert np.abs(wide).max() > 1e-3
     np.testing.assert_allclose(narrow, wide, atol=1e-5)
 
@@ -325,6 +326,10 @@ def test_a_cached_frozen_prefix_trains_exactly_like_the_full_model(tiny_preset, 
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="no distribution on torch (test_distribution.py checks the refusal); make test runs this on TensorFlow",
+)
 def test_train_command_runs_data_parallel(tiny_preset, data_file, tmp_path):
     # One CPU here: a one-replica MirroredStrategy, which still makes every variable a
     # distributed one; tests/test_distribution.py checks two devices step by step.
@@ -452,11 +457,13 @@ def test_keras_fit_on_texts_takes_the_same_steps_as_kgemma_training(make_classif
     config = TrainingConfig(
         epochs=2, batch_size=4, learning_rate=5e-3, cache_prefix=False, seed=3, checkpoint_every=1000
     )
-    ours = make_classifier(seed=5)
+    # Float blocks: Keras's `fit` trains the classifier's `call`, never int8 (where torch
+    # would run kgemma's training in int8 by default).
+    ours = make_classifier(seed=5, frozen_int8=False)
     _, progress = fit(ours, reviews, reviews, config, tmp_path / "run", verbose=0)
     # kgemma's fit restores its best epoch; Keras's runs up to that epoch.
     epochs = progress["best_epoch"] + 1
-    theirs = make_classifier(seed=5)
+    theirs = make_classifier(seed=5, frozen_int8=False)
     total_steps = math.ceil(len(texts) / config.batch_size) * config.epochs
     theirs.compile(optimizer=make_optimizer(config, total_steps), loss=training_loss(theirs))
     theirs.fit(texts, labels, batch_size=config.batch_size, epochs=epochs, seed=config.seed, verbose=0)

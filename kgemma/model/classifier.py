@@ -32,6 +32,7 @@ from kgemma.model.frozen_prefix import UpperStack
 from kgemma.model.frozen_prefix import check_int8
 from kgemma.model.lora import attach_lora
 from kgemma.model.lora import first_adapted_block
+from kgemma.model.lora import seeded_dropout
 from kgemma.model.pooling import SequencePooling
 from kgemma.model.preprocessor import GemmaSentimentClassifierPreprocessor
 from kgemma.model.preprocessor import tokenize
@@ -207,7 +208,7 @@ class GemmaSentimentClassifier(AnyWidthSteps, keras_hub.models.TextClassifier):
         for layer in self.head_layers:
             if layer is not self.output_dense:
                 pooled = layer(pooled)
-        return self.output_dense(self.output_dropout(pooled, training=training))
+        return self.output_dense(seeded_dropout(self.output_dropout, pooled, training))
 
     def call(self, inputs, training=None, mask=None):
         """Outputs for `{"token_ids", "padding_mask"}`, computed as `ClassifierForward`

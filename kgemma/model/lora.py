@@ -91,10 +91,7 @@ class LoRAAdapter(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        if training and self.dropout > 0 and keras.backend.backend() == "torch":
-            x = torch_dropout(inputs, self.dropout, self.dropout_layer.seed_generator)
-        else:
-            x = self.dropout_layer(inputs, training=training)
+        x = seeded_dropout(self.dropout_layer, inputs, training)
         a, b = ops.cast(self.lora_a, x.dtype), ops.cast(self.lora_b, x.dtype)
         if self._flat and keras.backend.backend() == "torch":
             return torch_low_rank_update(x, a, b, self.alpha / self.rank, self._batch_rank)
@@ -141,6 +138,17 @@ class LoRAAdapter(keras.layers.Layer):
             "alpha": self.alpha,
             "dropout": self.dropout,
         }
+
+
+def seeded_dropout(layer, x, training=None):
+    """`layer(x, training=training)` for a Keras `Dropout` layer, with its masks drawn
+    from the layer's own `SeedGenerator` on every backend. On torch, Keras draws an
+    unseeded layer's masks from torch's global generator, which anything else in the
+    process may advance (Keras's `fit` and `kgemma.training.fit` on one seeded classifier
+    then dropped different units in the head), and slowly; there this is `torch_dropout`."""
+    if training and layer.rate > 0 and keras.backend.backend() == "torch":
+        return torch_dropout(x, layer.rate, layer.seed_generator)
+    return layer(x, training=training)
 
 
 def torch_dropout(x, rate, seed_generator):
