@@ -188,7 +188,7 @@ def test_upper_stack_runs_in_the_backbone_dtype(make_classifier):
 def test_torch_dropout_drops_at_its_rate_keeps_the_mean_and_repeats_with_its_seed():
     import torch
 
-    from kgemma.model.lora import torch_dropout
+    from kgemma.model.dropout import torch_dropout
 
     x = torch.ones(64, 50, 33, requires_grad=True)  # an odd size: the last int64 draw is cut
     y = torch_dropout(x, 0.25, keras.random.SeedGenerator(7))

@@ -21,6 +21,7 @@ from kgemma.model.backbones import first_blocks
 from kgemma.model.backbones import load_backbone
 from kgemma.model.batching import predict_rows
 from kgemma.model.batching import review_batches
+from kgemma.model.dropout import seeded_dropout
 from kgemma.model.dtypes import resolve_dtype
 from kgemma.model.explain import DEFAULT_STEPS
 from kgemma.model.explain import DEFAULT_TOLERANCE
@@ -32,7 +33,6 @@ from kgemma.model.frozen_prefix import UpperStack
 from kgemma.model.frozen_prefix import check_int8
 from kgemma.model.lora import attach_lora
 from kgemma.model.lora import first_adapted_block
-from kgemma.model.lora import seeded_dropout
 from kgemma.model.pooling import SequencePooling
 from kgemma.model.preprocessor import GemmaSentimentClassifierPreprocessor
 from kgemma.model.preprocessor import tokenize

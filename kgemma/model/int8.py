@@ -151,19 +151,17 @@ def int8_matmul(x, weights, scale):
     `torch.compile` on first use; `eager_int8_matmul` is the same uncompiled)."""
     import torch
 
-    # One compiled function serves every projection. Its output width stays a constant
-    # (one graph per width: the query's, the keys', the hidden size, the feed-forward's),
-    # and its batch and width are dynamic from the first call. Left to torch's automatic
-    # dynamic shapes, the output width turned symbolic from the second projection on,
-    # torch marked it dynamic for the compiled segment the output feeds, and the attention,
-    # given keys of a symbolic width, ran 2.7x slower (docs/performance.md). The input
-    # width may turn symbolic (it only sets the quantization's row reductions): with it
-    # constant too, a batch of one (a size torch always specializes) on top took 10
-    # graphs, past torch's limit of 8 a function, and the rest ran eager.
+    # One compiled function per output width (the query's, the keys', the hidden size, the
+    # feed-forward's), each under a code object of its own: torch's limit of 8 graphs holds
+    # per code object, and each width may compile again for a symbolic input width or a
+    # batch of one. The output width stays a constant, and the batch and width are dynamic
+    # from the first call. Left to torch's automatic dynamic shapes, the output width turned
+    # symbolic from the second projection on, torch marked it dynamic for the compiled
+    # segment the output feeds, and the attention, given keys of a symbolic width, ran 2.7x
+    # slower (docs/performance.md). The input width may turn symbolic (it only sets the
+    # quantization's row reductions): with it constant too, a batch of one (a size torch
+    # always specializes) on top took 10 graphs, past torch's limit of 8 a function.
     # (The output width is marked static once, on the column scales, by `int8_kernel`.)
-    # Each width compiles under a code object of its own: torch's limit of 8 graphs holds
-    # per code object, and a training step takes four widths, each of them possibly
-    # compiled again for a symbolic input width or a batch of one.
     for axis in range(x.ndim - 1):
         torch._dynamo.maybe_mark_dynamic(x, axis)
     # Never differentiated here (`int8_projection` gives the input its gradient), and run

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kgemma.model.compiled import compiled_on_torch
+from kgemma.model.dropout import seeded_dropout
 
 # Which projections each named target set adapts, by keras-hub's Gemma layer names.
 LORA_TARGETS = {
@@ -140,39 +140,6 @@ class LoRAAdapter(keras.layers.Layer):
         }
 
 
-def seeded_dropout(layer, x, training=None):
-    """`layer(x, training=training)` for a Keras `Dropout` layer, with its masks drawn
-    from the layer's own `SeedGenerator` on every backend. On torch, Keras draws an
-    unseeded layer's masks from torch's global generator, which anything else in the
-    process may advance (Keras's `fit` and `kgemma.training.fit` on one seeded classifier
-    then dropped different units in the head), and slowly; there this is `torch_dropout`."""
-    if training and layer.rate > 0 and keras.backend.backend() == "torch":
-        return torch_dropout(x, layer.rate, layer.seed_generator)
-    return layer(x, training=training)
-
-
-def torch_dropout(x, rate, seed_generator):
-    """Dropout on the torch backend, each mask drawn as 16-bit uniforms cut from 64-bit draws.
-
-    Keras's torch dropout draws `torch.bernoulli` over a full probability tensor, one value
-    at a time from torch's CPU generator: 23% of a training step of the recipes' adapted
-    blocks (29 masks). Four 16-bit values from each int64 draw cost a fifth of that (20
-    against 53 ms forward and backward for 8 x 400 x 2048 values; docs/performance.md). A
-    value is dropped below `round(rate * 65536)` and the kept ones scaled by the exact kept
-    share, so the expectation is unchanged; the rate is honoured to 1/65536. Seeded from the
-    layer's own `SeedGenerator`, so a seeded run repeats its masks.
-    """
-    import torch
-
-    seed = int(keras.ops.convert_to_numpy(keras.random.randint((), 0, 2**31 - 1, seed=seed_generator)))
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    n = x.numel()
-    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, generator=generator, device=x.device)
-    bits = words.view(torch.int16)[:n].view(x.shape)  # uniform on -32768..32767
-    dropped = round(rate * 65536)
-    return _keep(x, bits, dropped - 32768, 65536 / (65536 - dropped))
-
-
 def torch_low_rank_update(x, a, b, scale, batch_rank):
     """`x @ a @ b * scale` on the torch backend, for `x` whose first `batch_rank` axes are
     batch axes and the rest the contracted ones, `a` of shape `(*in, rank)` and `b` of
@@ -210,12 +177,6 @@ def _low_rank_function():
             return grad_rows, torch.mm(grad_low, rows).t(), torch.mm(low, grad), None
 
     return LowRankUpdate
-
-
-@compiled_on_torch
-def _keep(x, bits, threshold, scale):
-    """`x` scaled where `bits >= threshold`, else 0: one pass, compiled."""
-    return keras.ops.where(bits >= threshold, x * scale, keras.ops.zeros_like(x))
 
 
 def is_quantized(layer):
