@@ -45,6 +45,11 @@ from kgemma.model.compiled import with_own_code
 _LEVELS = 127.0
 # Weights for oneDNN's AVX2 kernel: 255 x 63 x 2 < 2^15, so no sum of two products saturates.
 _PAIR_SAFE_LEVELS = 63.0
+# oneDNN's int8 matmul takes its inputs as uint8 with this zero point (int8 value + 128).
+# Given int8 inputs, it reordered the whole kernel on every call, adding what the uint8
+# form needs: about 2.2 ms a call at 640 x 2,048 whatever the rows, which doubled the time
+# of a projection of 256 rows (docs/performance.md). The results are the same to the bit.
+ONEDNN_ZERO_POINT = 128
 # CPU flags (as Linux names them) of the int8 dot-product instructions `torch._int_mm` uses on a CPU.
 INT8_CPU_FLAGS = ("amx_int8", "avx512_vnni")
 # Without them, oneDNN's int8 kernel for AVX2 (and newer x86 CPUs).
@@ -198,7 +203,7 @@ def _int_mm_matmul(x, quantized, scale):
 def _onednn_matmul(x, packed, scale):
     import torch
 
-    rows, row_scale = _quantized_rows(x)
+    rows, row_scale = _quantized_rows(x, ONEDNN_ZERO_POINT)
     # `onednn_int8_op`, registered by `int8_kernel`; oneDNN applies the column scales.
     return _rescaled(torch.ops.kgemma.onednn_int8_matmul(rows, packed, scale) * row_scale, x)
 
@@ -208,19 +213,24 @@ def _rescaled(y, x):
     return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
 
 
-def _quantized_rows(x):
-    """`x` as int8 rows, each symmetric to its own absolute maximum, and those scales."""
+def _quantized_rows(x, zero_point=0):
+    """`x` as int8 rows, each symmetric to its own absolute maximum, and those scales. With
+    a `zero_point` (oneDNN's 128), the rows come as uint8 `zero_point + int8 value`."""
     import torch
 
     rows = x.reshape(-1, x.shape[-1]).float()
     row_scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / _LEVELS
-    return torch.round(rows / row_scale).clamp(-_LEVELS, _LEVELS).to(torch.int8), row_scale
+    levels = torch.round(rows / row_scale).clamp(-_LEVELS, _LEVELS)
+    if zero_point:
+        return (levels + zero_point).to(torch.uint8), row_scale
+    return levels.to(torch.int8), row_scale
 
 
 @functools.cache
 def onednn_int8_op():
     """`kgemma::onednn_int8_matmul(rows, packed, scale)`: oneDNN's int8 matmul, float32 out,
-    as a torch op that `torch.compile` calls as it is. Inductor's own lowering of
+    as a torch op that `torch.compile` calls as it is. `rows` are uint8, each value
+    `ONEDNN_ZERO_POINT` above the int8 one it stands for (see there). Inductor's own lowering of
     `onednn.qlinear_pointwise` takes the packed weights only as a frozen graph constant,
     and a compiled segment gets them as an input. Built on first use: this module
     imports torch only on the torch backend."""
@@ -229,9 +239,9 @@ def onednn_int8_op():
     @torch.library.custom_op("kgemma::onednn_int8_matmul", mutates_args=())
     def onednn_int8_matmul(rows: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         zero_points = torch.zeros(scale.shape[0], dtype=torch.long)
-        # Input scale 1 and zero point 0 (`rows` are int8 already); float32 out, no post-op.
+        # Input scale 1 (`rows` are quantized already), zero point 128; float32 out, no post-op.
         return torch.ops.onednn.qlinear_pointwise(
-            rows, 1.0, 0, packed, scale, zero_points, None, 1.0, 0, torch.float32, "none", [], ""
+            rows, 1.0, ONEDNN_ZERO_POINT, packed, scale, zero_points, None, 1.0, 0, torch.float32, "none", [], ""
         )
 
     @onednn_int8_matmul.register_fake
