@@ -269,6 +269,8 @@ def test_lora_gradients_through_int8_blocks_stay_close_to_the_float_ones(make_cl
 def test_onednn_int8_matmul_is_exact_integer_arithmetic_even_where_avx2_pairs_would_saturate():
     import torch
 
+    from kgemma.model.int8 import ONEDNN_ZERO_POINT
+    from kgemma.model.int8 import _quantized_rows
     from kgemma.model.int8 import eager_int8_matmul
     from kgemma.model.int8 import int8_kernel
     from kgemma.model.int8 import quantize_columns
@@ -284,6 +286,10 @@ def test_onednn_int8_matmul_is_exact_integer_arithmetic_even_where_avx2_pairs_wo
     exact = (torch.full((4, 256), 127.0).double() * x.sign() @ quantized.double()) * (1 / 127.0) * scale.double()
     np.testing.assert_allclose(eager_int8_matmul(x, weights, scale).double().numpy(), exact.numpy(), rtol=1e-6)
     np.testing.assert_allclose(exact.numpy(), (x @ kernel).numpy(), rtol=1e-6)
+    # oneDNN gets uint8 rows, 128 above the int8 values: given int8, it reordered the kernel every call.
+    rows, _ = _quantized_rows(x, ONEDNN_ZERO_POINT)
+    assert rows.dtype == torch.uint8 and ONEDNN_ZERO_POINT == 128
+    np.testing.assert_array_equal(rows.numpy().astype(int) - 128, _quantized_rows(x)[0].numpy())
 
 
 @pytest.mark.skipif(ON_TORCH, reason="checks the refusal off torch: make test runs this on TensorFlow and JAX")

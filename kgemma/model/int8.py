@@ -239,7 +239,7 @@ def onednn_int8_op():
     @torch.library.custom_op("kgemma::onednn_int8_matmul", mutates_args=())
     def onednn_int8_matmul(rows: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         zero_points = torch.zeros(scale.shape[0], dtype=torch.long)
-        # Input scale 1 (`rows` are quantized already), zero point 128; float32 out, no post-op.
+        # Input scale 1 (`rows` are quantized already) and kgemma's zero point; float32 out, no post-op.
         return torch.ops.onednn.qlinear_pointwise(
             rows, 1.0, ONEDNN_ZERO_POINT, packed, scale, zero_points, None, 1.0, 0, torch.float32, "none", [], ""
         )
