@@ -70,12 +70,12 @@ def torch_ceilings(a, q):
     result["int8"] = best_gflops(lambda: torch._int_mm(xq, xq))
     # kgemma's own oneDNN path (weights packed as kgemma packs them); kgemma runs it on torch.
     os.environ["KERAS_BACKEND"] = "torch"
-    from kgemma.model.int8 import ONEDNN_ZERO_POINT
+    from kgemma.model.int8 import as_onednn_rows
     from kgemma.model.int8 import int8_kernel
     from kgemma.model.int8 import onednn_int8_op
 
     packed, scale = int8_kernel(torch.tensor(a), onednn=True)
-    xu = (xq.to(torch.int16) + ONEDNN_ZERO_POINT).to(torch.uint8)  # the inputs as kgemma gives them
+    xu = as_onednn_rows(xq)
     result["int8_onednn"] = best_gflops(lambda: onednn_int8_op()(xu, packed, scale))
     return result
 

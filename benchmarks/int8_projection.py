@@ -40,7 +40,7 @@ def main(tokens, repeats):
     import torch
 
     from kgemma.model.dtypes import fastest_dtype
-    from kgemma.model.int8 import ONEDNN_ZERO_POINT
+    from kgemma.model.int8 import as_onednn_rows
     from kgemma.model.int8 import eager_int8_matmul as int8_matmul
     from kgemma.model.int8 import has_int8_dot_products
     from kgemma.model.int8 import int8_kernel
@@ -56,7 +56,7 @@ def main(tokens, repeats):
         w = (torch.randn(n_in, n_out, generator=generator) / n_in**0.5).to(getattr(torch, dtype))
         weights, scale = int8_kernel(w)
         xq = torch.randint(-127, 127, (tokens, n_in), dtype=torch.int8, generator=generator)
-        xu = (xq.to(torch.int16) + ONEDNN_ZERO_POINT).to(torch.uint8)  # oneDNN's inputs, as kgemma gives them
+        xu = as_onednn_rows(xq)
         alone = (
             (lambda: torch._int_mm(xq, weights))
             if kernel == "int_mm"

@@ -226,6 +226,13 @@ def _quantized_rows(x, zero_point=0):
     return levels.to(torch.int8), row_scale
 
 
+def as_onednn_rows(rows):
+    """int8 `rows` in the form `onednn_int8_op` takes: uint8, `ONEDNN_ZERO_POINT` above each value."""
+    import torch
+
+    return (rows.to(torch.int16) + ONEDNN_ZERO_POINT).to(torch.uint8)
+
+
 @functools.cache
 def onednn_int8_op():
     """`kgemma::onednn_int8_matmul(rows, packed, scale)`: oneDNN's int8 matmul, float32 out,
