@@ -45,9 +45,11 @@ def compiled_on_torch(function=None, *, tracing_hints=()):
         def run(*args, **kwargs):
             if keras.backend.backend() != "torch":
                 return function(*args, **kwargs)
+            import torch
+
             kwargs = {name: value for name, value in kwargs.items() if name not in tracing_hints}
             _check_compilable(function, (*args, *kwargs.values()))
-            return torch_compiled(function)(*args, **kwargs)
+            return _compiled_for_grad_mode(function, torch.is_grad_enabled())(*args, **kwargs)
 
         return run
 
@@ -75,6 +77,18 @@ def with_own_code(function, name):
     )
     own.__kwdefaults__, own.__doc__ = function.__kwdefaults__, function.__doc__
     return own
+
+
+@functools.cache
+def _compiled_for_grad_mode(function, grad_enabled):
+    """`function` compiled for one grad mode, under a code object of its own. torch
+    compiles a function once with gradients and once without, each for static and then
+    symbolic shapes, and once more for a batch of one (a dim of 1 is specialized): more
+    than its 8 graphs per code object, after which the norms ran eager in a benchmark
+    that trained and then scored (`recompile_limit (8)`, docs/performance.md). One code
+    object per grad mode gives each its own budget."""
+    mode = "with_grad" if grad_enabled else "no_grad"
+    return torch_compiled(with_own_code(function, f"{function.__name__}_{mode}"))
 
 
 @functools.cache
