@@ -3,8 +3,8 @@
     KERAS_BACKEND=torch python benchmarks/steps.py --lengths 256,512
     KERAS_BACKEND=torch python benchmarks/steps.py --lengths 256 --profile   # where a step's time goes
 
-Builds the embedded classifier (`--lora-layers`, default every block; `--frozen-int8/--no-frozen-int8`,
-default the classifier's own choice for this machine) and the model `kgemma.training` trains
+Builds the embedded classifier (`--dtype`, default `auto` as `kgemma-train`'s; `--lora-layers`,
+default every block; `--frozen-int8/--no-frozen-int8`, default the classifier's own choice for this machine) and the model `kgemma.training` trains
 without a cached prefix, so every block runs forward and backward. For each length, a batch of
 `--batch-size` rows of random tokens that long: two untimed training steps and scoring calls
 (the compiles), then `--rounds` of each, the step and the scoring call alternating. Prints one
@@ -31,11 +31,12 @@ def seconds(fn):
 @click.command()
 @click.option("--lengths", default="256,512", show_default=True, help="Comma-separated token lengths.")
 @click.option("--batch-size", default=8, show_default=True)
+@click.option("--dtype", default="auto", show_default=True, help="The backbone's, as kgemma-train's --dtype.")
 @click.option("--lora-layers", default=None, type=int, help="LoRA on the top N blocks (default: all).")
 @click.option("--frozen-int8/--no-frozen-int8", default=None, help="Default: the classifier's choice here.")
 @click.option("--rounds", default=3, show_default=True)
 @click.option("--profile", is_flag=True, help="torch.profiler's top ops of one more step (torch backend).")
-def main(lengths, batch_size, lora_layers, frozen_int8, rounds, profile):
+def main(lengths, batch_size, dtype, lora_layers, frozen_int8, rounds, profile):
     import keras
 
     from kgemma import GemmaSentimentClassifier
@@ -43,8 +44,8 @@ def main(lengths, batch_size, lora_layers, frozen_int8, rounds, profile):
     from kgemma.training.trainer import training_model
 
     keras.utils.set_random_seed(0)
-    config = TrainingConfig(lora_layers=lora_layers, cache_prefix=False, frozen_int8=frozen_int8)
-    clf = GemmaSentimentClassifier.from_preset(**config.classifier_options())
+    config = TrainingConfig(lora_layers=lora_layers, cache_prefix=False, frozen_int8=frozen_int8, dtype=dtype)
+    clf = GemmaSentimentClassifier.from_preset(dtype=config.dtype, **config.classifier_options())
     model, _ = training_model(clf, config, total_steps=1000)
     rng = np.random.default_rng(0)
     for length in (int(n) for n in lengths.split(",")):
@@ -70,6 +71,7 @@ def main(lengths, batch_size, lora_layers, frozen_int8, rounds, profile):
             json.dumps(
                 {
                     "backend": keras.backend.backend(),
+                    "dtype": clf.backbone.dtype_policy.name,
                     "frozen_int8": clf.frozen_int8,
                     "lora_layers": lora_layers or "all",
                     "batch": [batch_size, length],
