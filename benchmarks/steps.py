@@ -4,12 +4,13 @@
     KERAS_BACKEND=torch python benchmarks/steps.py --lengths 256 --profile   # where a step's time goes
 
 Builds the embedded classifier (`--dtype`, default `auto` as `kgemma-train`'s; `--lora-layers`,
-default every block; `--frozen-int8/--no-frozen-int8`, default the classifier's own choice for this machine) and the model `kgemma.training` trains
-without a cached prefix, so every block runs forward and backward. For each length, a batch of
-`--batch-size` rows of random tokens that long: two untimed training steps and scoring calls
-(the compiles), then `--rounds` of each, the step and the scoring call alternating. Prints one
-JSON line per length with every time and the best. `--profile` adds torch.profiler's table of the
-ops that took the most time in one more step (torch backend). It asserts nothing.
+default every block; `--frozen-int8/--no-frozen-int8`, default the classifier's own choice for this
+machine) and the model `kgemma.training` trains without a cached prefix, so every block runs
+forward and backward. For each length, a batch of `--batch-size` rows of random tokens that long:
+two untimed training steps and scoring calls (the compiles), then `--rounds` of each, the step and
+the scoring call alternating. Prints one JSON line per length with every time and the best.
+`--profile` adds torch.profiler's table of the ops that took the most time in one more step
+(torch backend). It asserts nothing.
 """
 
 import json
