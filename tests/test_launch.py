@@ -283,7 +283,7 @@ def test_two_workers_train_a_bfloat16_model(tiny_preset, review_rows, tmp_path):
     # TensorFlow's collective broadcast takes no bfloat16 on a CPU, so the chief sends the
     # first values as float32 (`_broadcast_bfloat16_as_float32`); without that the run fails.
     data = write_jsonl(tmp_path / "reviews.jsonl", review_rows[:40])
-    short = [*EXACT, "--dtype", "bfloat16", "--max-examples", "40"]  # the later options win
+    short = [*EXACT, "--dtype", "bfloat16", "--max-examples", "40", "--epochs", "1"]  # the later options win
     run(train_command(tiny_preset, data, tmp_path / "one", *short))
     run(launch_command(2, *train_command(tiny_preset, data, tmp_path / "two", *short, *MULTI_WORKER)))
     assert json.loads((tmp_path / "two" / "run.json").read_text())["config"]["dtype"] == "bfloat16"
