@@ -190,6 +190,17 @@ def test_a_damaged_preset_folder_names_itself(tiny_preset, tmp_path):
         GemmaSentimentClassifier.from_preset(str(copy))
 
 
+def test_an_error_building_the_model_is_not_called_a_damaged_file(tiny_preset, monkeypatch):
+    import keras_hub
+
+    def fails_to_build(*args, **kwargs):
+        raise RuntimeError("a collective op refused bfloat16")
+
+    monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", fails_to_build)
+    with pytest.raises(RuntimeError, match="a collective op refused bfloat16"):
+        GemmaSentimentClassifier.from_preset(str(tiny_preset))
+
+
 # --- Runs that stop --------------------------------------------------------------
 
 

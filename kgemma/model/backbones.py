@@ -21,10 +21,13 @@ def check_backbone(backbone):
 
 def load_backbone(handle, **kwargs):
     """`keras_hub.models.Backbone.from_preset`, with a clear error for a local preset
-    folder whose files are damaged (h5py's own is a long traceback naming no file)."""
+    folder whose files are damaged (h5py's own is a long traceback naming no file).
+    Only the errors of unreadable files are read so (a truncated weights file is h5py's
+    `OSError`, a truncated config a `JSONDecodeError`); any other, from building the model,
+    is its own (a multi-worker strategy's collective error once read as a damaged file)."""
     try:
         return keras_hub.models.Backbone.from_preset(handle, **kwargs)
-    except Exception as e:
+    except (OSError, ValueError, KeyError) as e:
         if not Path(str(handle)).is_dir():
             raise
         raise ValueError(
