@@ -277,15 +277,12 @@ def test_two_workers_train_one_process_weights_through_a_kill_and_resume(tiny_pr
 
 @needs_tensorflow
 @pytest.mark.slow
-def test_two_workers_train_a_bfloat16_model(tiny_preset, review_rows, tmp_path):
-    from tests.conftest import write_jsonl
-
+def test_two_workers_train_a_bfloat16_model(tiny_preset, data_file, tmp_path):
     # TensorFlow's collective broadcast takes no bfloat16 on a CPU, so the chief sends the
     # first values as float32 (`_broadcast_bfloat16_as_float32`); without that the run fails.
-    data = write_jsonl(tmp_path / "reviews.jsonl", review_rows[:40])
     short = [*EXACT, "--dtype", "bfloat16", "--max-examples", "40", "--epochs", "1"]  # the later options win
-    run(train_command(tiny_preset, data, tmp_path / "one", *short))
-    run(launch_command(2, *train_command(tiny_preset, data, tmp_path / "two", *short, *MULTI_WORKER)))
+    run(train_command(tiny_preset, data_file, tmp_path / "one", *short))
+    run(launch_command(2, *train_command(tiny_preset, data_file, tmp_path / "two", *short, *MULTI_WORKER)))
     assert json.loads((tmp_path / "two" / "run.json").read_text())["config"]["dtype"] == "bfloat16"
     # Half batches round otherwise than whole ones in bfloat16 (see EXACT): close, not equal.
     assert_same_run(tmp_path / "two", tmp_path / "one", atol=1e-3)
