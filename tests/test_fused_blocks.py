@@ -209,34 +209,44 @@ def test_each_int8_matmul_width_has_a_graph_budget_of_its_own():
 def test_int8_projection_gives_its_input_an_int8_gradient_close_to_the_float_one():
     import torch
 
+    from kgemma.model.int8 import int8_kernel
     from kgemma.model.int8 import int8_projection
 
-    layer = keras.layers.Dense(48, use_bias=False, trainable=False)
-    layer.build((None, 64))
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, 64, generator=generator, requires_grad=True)
-    kernel = layer.kernel.value
-    layouts = []
-
-    def layout():  # called only when a kernel is quantized
-        layouts.append(1)
-        return kernel
-
-    y = int8_projection(layer, x, layout)
-    assert set(layer.kgemma_int8[1]) == {False}  # The transpose is quantized only when a gradient is wanted.
+    kernel = torch.randn(64, 48, generator=generator, requires_grad=True)
+    weights, transposed = int8_kernel(kernel), int8_kernel(kernel.t())
+    onednn = weights[0].is_mkldnn  # oneDNN's packed weights on a CPU without int8 dot products
+    with pytest.raises(ValueError, match="needs the transposed kernel"):
+        int8_projection(x, weights, onednn=onednn)
+    y = int8_projection(x, weights, transposed, onednn)
     upstream = torch.randn(y.shape, generator=generator)
     (y * upstream).sum().backward()
-    assert set(layer.kgemma_int8[1]) == {False, True}
 
     def relative_error(got, exact):
         return float((got - exact).norm() / exact.norm())
 
-    assert 0 < relative_error(y.detach(), x.detach() @ kernel) < 0.02
-    assert 0 < relative_error(x.grad, upstream @ kernel.t()) < 0.02  # int8, not the float product
+    assert 0 < relative_error(y.detach(), x.detach() @ kernel.detach()) < 0.02
+    assert 0 < relative_error(x.grad, upstream @ kernel.detach().t()) < 0.02  # int8, not the float product
     assert kernel.grad is None
     with torch.no_grad():  # Scoring: no autograd function, no transposed kernel needed.
-        assert not int8_projection(layer, x, layout).requires_grad
-    assert len(layouts) == 2  # The kernel and its transpose, each laid out once.
+        assert not int8_projection(x, weights, onednn=onednn).requires_grad
+
+
+@pytest.mark.skipif(
+    not ON_TORCH, reason="int8 matmuls run on Keras's torch backend: make test runs this with KERAS_BACKEND=torch"
+)
+def test_int8_blocks_quantize_the_transposed_kernels_only_for_a_gradient(make_classifier):
+    import torch
+
+    clf = adapted(make_classifier("gemma3", frozen_int8=True))
+    features = features_of(clf)
+    layer = clf.backbone.transformer_layers[0].gating_ffw
+    clf.scoring_model().predict_on_batch(features)
+    assert set(layer.kgemma_int8[1]) == {False}  # Scoring never needs the transpose.
+    logits = clf.forward_model()(features, training=True)
+    torch.autograd.grad(logits.sum(), [clf.lora_adapters[0].lora_a.value])
+    assert set(layer.kgemma_int8[1]) == {False, True}
 
 
 @pytest.mark.skipif(

@@ -16,7 +16,8 @@ import keras
 
 def compiled_on_torch(function=None, *, tracing_hints=()):
     """`function` under `torch.compile` on the torch backend, as it is elsewhere. The
-    eager function stays reachable as `__wrapped__`.
+    eager function stays reachable as `__wrapped__`. Called while torch compiles a
+    larger function, it is traced into that one.
 
     On torch only tensors and numbers go in: torch turns the ints inside a structure
     (a tuple of shapes) into symbolic inputs, whose guards torch 2.13's FX graph cache
@@ -48,6 +49,10 @@ def compiled_on_torch(function=None, *, tracing_hints=()):
             import torch
 
             kwargs = {name: value for name, value in kwargs.items() if name not in tracing_hints}
+            if torch.compiler.is_compiling():
+                # Inside a compiled region (a whole fused block): traced in place, so that
+                # Inductor fuses it with its neighbours.
+                return function(*args, **kwargs)
             _check_compilable(function, (*args, *kwargs.values()))
             return _compiled_for_grad_mode(function, torch.is_grad_enabled())(*args, **kwargs)
 
@@ -102,3 +107,21 @@ def torch_compiled(function):
     # embedded model's forward ran at 1.48 reviews/s instead of 1.94 (8 x 256, float32,
     # AVX2; docs/performance.md). Two compiles per function, not one per shape.
     return torch.compile(function, dynamic=None)
+
+
+def built_once(factory):
+    """`factory`, called on first use and its result kept (a class that needs torch, say).
+
+    Not `functools.cache`: torch.compile looks past that cache and traces the factory
+    again, and a class built inside a compiled region breaks its graph; a value kept in
+    a dict it reads as a constant. Called first inside a compiled region, the factory
+    runs there once, and that graph is compiled again without it."""
+    built = {}
+
+    @functools.wraps(factory)
+    def get():
+        if not built:
+            built["value"] = factory()
+        return built["value"]
+
+    return get

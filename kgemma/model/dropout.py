@@ -22,28 +22,48 @@ def seeded_dropout(layer, x, training=None):
 
 
 def torch_dropout(x, rate, seed_generator):
-    """Dropout on the torch backend, each mask drawn as 16-bit uniforms cut from 64-bit draws.
+    """Dropout on the torch backend, each value kept or dropped by a hash of its position
+    and a seed drawn from `seed_generator`.
 
     Keras's torch dropout draws `torch.bernoulli` over a full probability tensor, one value
     at a time from torch's CPU generator: 23% of a training step of the recipes' adapted
-    blocks (29 masks). Four 16-bit values from each int64 draw cost a fifth of that (20
-    against 53 ms forward and backward for 8 x 400 x 2048 values; docs/performance.md). A
-    value is dropped below `round(rate * 65536)` and the kept ones scaled by the exact kept
-    share, so the expectation is unchanged; the rate is honoured to 1/65536. Seeded from the
-    layer's own `SeedGenerator`, so a seeded run repeats its masks.
+    blocks (29 masks), and a generator's 16-bit draws still cost a pass of their own. Here
+    the mask is computed where it is applied, from the element's index and one seed per
+    call (`hashed_dropout`), so torch.compile fuses it into its neighbours and the
+    backward pass computes it again instead of reading it back (docs/performance.md). A
+    value is dropped below `round(rate * 65536)` of 16 hashed bits and the kept ones
+    scaled by the exact kept share, so the expectation is unchanged; the rate is honoured
+    to 1/65536. Seeded from the layer's own `SeedGenerator`, so a seeded run repeats its
+    masks.
     """
+    return hashed_dropout(x, rate, dropout_seed(seed_generator))
+
+
+def dropout_seed(seed_generator):
+    """One mask's seed, drawn from a Keras `SeedGenerator`: an int64 scalar tensor."""
     import torch
 
-    seed = int(keras.ops.convert_to_numpy(keras.random.randint((), 0, 2**31 - 1, seed=seed_generator)))
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    n = x.numel()
-    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, generator=generator, device=x.device)
-    bits = words.view(torch.int16)[:n].view(x.shape)  # uniform on -32768..32767
+    seed = keras.random.randint((), 0, 2**31 - 1, seed=seed_generator, dtype="int32")
+    return keras.ops.convert_to_tensor(seed).to(torch.int64)
+
+
+def hashed_dropout(x, rate, seed):
+    """`x` with a share `rate` of its values dropped and the rest scaled up, the mask a
+    hash of each value's index and `seed` (a scalar int64 tensor): the same `seed` gives
+    the same mask. Torch only; traceable, so a compiled block computes it inline."""
     dropped = round(rate * 65536)
-    return _keep(x, bits, dropped - 32768, 65536 / (65536 - dropped))
+    return _keep(x, seed, dropped, 65536 / (65536 - dropped))
 
 
 @compiled_on_torch
-def _keep(x, bits, threshold, scale):
-    """`x` scaled where `bits >= threshold`, else 0: one pass, compiled."""
-    return keras.ops.where(bits >= threshold, x * scale, keras.ops.zeros_like(x))
+def _keep(x, seed, dropped, scale):
+    """`x` scaled where the hashed 16 bits of its index are at least `dropped`, else 0."""
+    import torch
+
+    # Thomas Mueller's 32-bit integer hash of a Weyl sequence, in int64 so that no
+    # product overflows; its low 16 bits are uniform to within the test's tolerance.
+    h = (torch.arange(x.numel(), dtype=torch.int64, device=x.device).view(x.shape) * 0x9E3779B1 + seed) & 0xFFFFFFFF
+    h = (((h >> 16) ^ h) * 0x45D9F3B) & 0xFFFFFFFF
+    h = (((h >> 16) ^ h) * 0x45D9F3B) & 0xFFFFFFFF
+    keep = (((h >> 16) ^ h) & 0xFFFF) >= dropped
+    return torch.where(keep, x * scale, torch.zeros_like(x))

@@ -26,7 +26,6 @@ from keras import ops
 from kgemma.model.compiled import compiled_on_torch
 from kgemma.model.compiled import with_own_code
 from kgemma.model.int8 import check_int8_backend
-from kgemma.model.int8 import int8_projection
 from kgemma.model.lora import is_quantized
 
 
@@ -281,27 +280,6 @@ def _dense(x):
     return x.contiguous() if keras.backend.backend() == "torch" else x
 
 
-def _project(layer, x, context, layout=None, layer_input=None, training=None):
-    """`x @ kernel` for `layer`'s kernel laid out `(in, out)` by `layout` (default: as it
-    is), plus the LoRA adapter attached to `layer`, if any, on the input in the layout the
-    layer's einsum takes (`layer_input`, default `x`); int8 where the batch's `context`
-    says so, and then the float layout is built only when the kernel is quantized."""
-
-    def kernel():
-        return layer.kernel if layout is None else layout(layer.kernel)
-
-    if context.int8:
-        y = int8_projection(layer, x, kernel)
-    else:
-        weights = kernel()
-        y = _matmul(x, weights, context.shape(weights.shape[-1]))
-    adapter = getattr(layer, "kgemma_lora", None)
-    if adapter is None:
-        return y
-    update = adapter(x if layer_input is None else layer_input, training=training)
-    return y + ops.cast(ops.reshape(update, context.shape(y.shape[-1])), y.dtype)
-
-
 def _matmul(x, kernel, shape):
     """`x @ kernel` for `(batch, length, in)` states `x`, as one 2-D matmul, reshaped
     to `shape`. What `ops.matmul` computes, but on TensorFlow that builds a
@@ -315,35 +293,182 @@ def _scale(norm):
     return ops.convert_to_tensor(norm.scale)
 
 
+def _block_math(x, norms, project, attend):
+    """A Gemma 3 decoder block's function, given how it projects and attends.
+
+    Args:
+        x: `(batch, length, hidden)` states.
+        norms: `(scale, epsilon)` of the pre- and post-attention and the pre- and
+            post-feed-forward norms.
+        project: `project(name, inputs)`, the projection `name` (a key of
+            `PROJECTIONS`) of `inputs`, LoRA branch included, `(batch, length, out)`.
+        attend: `attend(q, k, v)`, the attention of projected heads (`_attend`).
+    """
+    pre_attention, post_attention, pre_ffw, post_ffw = norms
+    normed = _norm(x, *pre_attention)
+    q, k, v = (project(name, normed) for name in ("query", "key", "value"))
+    x = _add_normed(x, project("output", attend(q, k, v)), *post_attention)
+    normed = _norm(x, *pre_ffw)
+    down = project("down", _gated(project("gate", normed), project("up", normed)))
+    return _add_normed(x, down, *post_ffw)
+
+
+def _norms(block):
+    norms = (block.pre_attention_norm, block.post_attention_norm, block.pre_ffw_norm, block.post_ffw_norm)
+    return [(_scale(norm), norm.epsilon) for norm in norms]
+
+
+def _attention_inputs(attention, context):
+    """What `_attend` takes besides the heads, from the block's attention layer and the
+    batch's context: its tensors (rotary tables, attention bias, query and key norm
+    scales) and its numbers (the norms' epsilon, the query scale)."""
+    cos, signed_sin = context.rotary(attention.rope_layer, attention.head_dim)
+    window = attention.sliding_window_size if attention.use_sliding_window_attention else None
+    n_q, head = attention.num_query_heads, attention.head_dim
+    factor = 1.0 / float(np.sqrt(head if attention.query_head_dim_normalize else attention.hidden_dim // n_q))
+    bias = context.attention_bias(window)
+    return (cos, signed_sin, bias, _scale(attention.query_norm), _scale(attention.key_norm)), (
+        attention.query_norm.epsilon,
+        factor,
+    )
+
+
 def _fused_block(block, x, context, training):
+    if keras.backend.backend() == "torch":
+        return _torch_block(block, x, context, training)
     attention = block.attention
     n_q, n_kv, head = attention.num_query_heads, attention.num_key_value_heads, attention.head_dim
-
-    # Attention. Query kernels are (heads, hidden, head_dim): as one (hidden, heads * head_dim) matrix.
-    normed = _norm(x, _scale(block.pre_attention_norm), block.pre_attention_norm.epsilon)
-    q, k, v = (
-        _project(dense, normed, context, _heads_last, training=training)
-        for dense in (attention.query_dense, attention.key_dense, attention.value_dense)
-    )
-    cos, signed_sin = context.rotary(attention.rope_layer, head)
-    factor = 1.0 / float(np.sqrt(head if attention.query_head_dim_normalize else attention.hidden_dim // n_q))
-    window = attention.sliding_window_size if attention.use_sliding_window_attention else None
-    q_norm, k_norm = attention.query_norm, attention.key_norm
-    bias = context.attention_bias(window)
+    tensors, numbers = _attention_inputs(attention, context)
     shapes = context.head_shapes(n_q, n_kv, head)
-    mixed = _attend(causal_chunks(context.length))(
-        q, k, v, cos, signed_sin, bias, _scale(q_norm), _scale(k_norm), q_norm.epsilon, factor, shapes=shapes
-    )
-    heads_input = ops.reshape(mixed, context.shape(n_q, head))
-    attended = _project(attention.output_dense, mixed, context, _heads_first, heads_input, training)
-    x = _add_normed(x, attended, _scale(block.post_attention_norm), block.post_attention_norm.epsilon)
 
-    # Feed-forward: gelu(x @ gate) * (x @ up) @ down.
-    normed = _norm(x, _scale(block.pre_ffw_norm), block.pre_ffw_norm.epsilon)
-    gate = _project(block.gating_ffw, normed, context, training=training)
-    up = _project(block.gating_ffw_2, normed, context, training=training)
-    down = _project(block.ffw_linear, _gated(gate, up), context, training=training)
-    return _add_normed(x, down, _scale(block.post_ffw_norm), block.post_ffw_norm.epsilon)
+    def attend(q, k, v):
+        return _attend(causal_chunks(context.length))(q, k, v, *tensors, *numbers, shapes=shapes)
+
+    def project(name, inputs):
+        # The output projection's adapter takes the heads apart, as its einsum does.
+        layer_input = ops.reshape(inputs, context.shape(n_q, head)) if name == "output" else None
+        return _project(_projection(block, name), inputs, context, PROJECTIONS[name][2], layer_input, training)
+
+    return _block_math(x, _norms(block), project, attend)
+
+
+def _project(layer, x, context, layout=None, layer_input=None, training=None):
+    """`x @ kernel` for `layer`'s kernel laid out `(in, out)` by `layout` (default: as it
+    is), plus the LoRA adapter attached to `layer`, if any, on the input in the layout the
+    layer's einsum takes (`layer_input`, default `x`)."""
+    weights = layer.kernel if layout is None else layout(layer.kernel)
+    y = _matmul(x, weights, context.shape(weights.shape[-1]))
+    adapter = getattr(layer, "kgemma_lora", None)
+    if adapter is None:
+        return y
+    update = adapter(x if layer_input is None else layer_input, training=training)
+    return y + ops.cast(ops.reshape(update, context.shape(y.shape[-1])), y.dtype)
+
+
+def _torch_block(block, x, context, training):
+    """`_block_math` on torch, as one function under `torch.compile`, of tensors gathered
+    here: the kernels (float, or int8 with their transposes where a gradient flows), the
+    LoRA branches (`LoRAAdapter.torch_branch`, this call's dropout seeds drawn here), the
+    norm scales, the rotary tables and the attention bias.
+
+    Compiled segment by segment (norms, attention, GELU, each int8 matmul with its
+    quantization), a training step wrote every int32 product out, read it back to
+    rescale it, wrote it again, and quantized the next input in a pass of its own; as one
+    graph, Inductor fuses those passes into the norms, attention and GELU beside them,
+    and the LoRA dropout masks into their products (docs/performance.md).
+    """
+    import torch
+
+    from kgemma.model.int8 import cached_int8_kernel
+
+    gradient = torch.is_grad_enabled()
+    projections, lora = {}, {}
+    onednn = False
+    for name, (_, _, layout) in PROJECTIONS.items():
+        layer = _projection(block, name)
+        adapter = getattr(layer, "kgemma_lora", None)
+        branch = None if adapter is None else adapter.torch_branch(training)
+        if adapter is not None:
+            lora[name] = (adapter.scale, adapter.dropout)
+        if context.int8:
+            kernel = _laid_out(layer, layout)
+            weights = cached_int8_kernel(layer, kernel)
+            # The transpose gives the input its gradient; scoring never quantizes it.
+            transposed = cached_int8_kernel(layer, kernel, True) if gradient else None
+            onednn = weights[0].is_mkldnn
+            projections[name] = (weights, transposed, branch)
+        else:
+            projections[name] = (layer.kernel.value, None, branch)
+    tensors, numbers = _attention_inputs(block.attention, context)
+    scales, epsilons = zip(*_norms(block))
+    key = (
+        causal_chunks(context.length),
+        context.int8,
+        onednn,
+        epsilons,
+        numbers,
+        tuple(sorted(lora.items())),
+        # Each of these compiles a graph of its own: with a code object each, each has
+        # torch's budget of graphs (with_own_code).
+        gradient,
+        bool(training),
+        x.requires_grad,
+    )
+    if x.device.type == "meta":
+        # Keras's symbolic build (shapes only, on torch's meta device): nothing to compile.
+        with torch.compiler.set_stance("force_eager"):
+            return _compiled_block(key)(x, list(scales), tensors, projections)
+    return _compiled_block(key)(x, list(scales), tensors, projections)
+
+
+def _projection(block, name):
+    """The layer of `block`'s projection `name` (a key of `PROJECTIONS`)."""
+    owner, attribute, _ = PROJECTIONS[name]
+    return getattr(block if owner is None else getattr(block, owner), attribute)
+
+
+def _laid_out(layer, layout):
+    """A function returning `layer`'s kernel laid out `(in, out)`, for `cached_int8_kernel`."""
+    return lambda: layer.kernel if layout is None else layout(layer.kernel)
+
+
+@functools.cache
+def _compiled_block(key):
+    """The torch block of `_torch_block` for one `key` (its numbers and what compiles
+    apart), compiled, under a code object of its own."""
+    from kgemma.model.compiled import torch_compiled
+    from kgemma.model.int8 import int8_projection
+    from kgemma.model.int8 import int8_projection_function
+    from kgemma.model.lora import low_rank_function
+    from kgemma.model.lora import torch_lora_update
+
+    chunks, int8, onednn, epsilons, numbers, lora, *_ = key
+    lora = dict(lora)
+    # Factories called here, outside the compiled function, which would trace them.
+    attend = _attend(chunks)
+    int8_projection_function(), low_rank_function()
+
+    def block(x, scales, attention_tensors, projections):
+        context = _BatchContext(x, None)  # for reshapes, from the traced batch
+
+        def project(name, inputs):
+            kernel, transposed, branch = projections[name]
+            if int8:
+                y = int8_projection(inputs, kernel, transposed, onednn)
+            else:
+                layout = PROJECTIONS[name][2]
+                weights = kernel if layout is None else layout(kernel)
+                y = _matmul(inputs, weights, context.shape(weights.shape[-1]))
+            if branch is None:
+                return y
+            return y + torch_lora_update(inputs, branch, *lora[name]).to(y.dtype)
+
+        def attend_heads(q, k, v):
+            return attend(q, k, v, *attention_tensors, *numbers)
+
+        return _block_math(x, list(zip(scales, epsilons)), project, attend_heads)
+
+    return torch_compiled(with_own_code(block, f"fused_block_{abs(hash(key))}"))
 
 
 def _heads_last(kernel):
@@ -355,3 +480,17 @@ def _heads_last(kernel):
 def _heads_first(kernel):
     """An `(heads, head_dim, hidden)` kernel as `(heads * head_dim, hidden)`."""
     return ops.reshape(kernel, (-1, kernel.shape[-1]))
+
+
+# A Gemma 3 block's projections by name: `(owner, attribute, layout)`, the layer at
+# `block.owner.attribute` (`owner` None: on the block) and the function that lays its
+# kernel out `(in, out)` (None: it is already).
+PROJECTIONS = {
+    "query": ("attention", "query_dense", _heads_last),
+    "key": ("attention", "key_dense", _heads_last),
+    "value": ("attention", "value_dense", _heads_last),
+    "output": ("attention", "output_dense", _heads_first),
+    "gate": (None, "gating_ffw", None),
+    "up": (None, "gating_ffw_2", None),
+    "down": (None, "ffw_linear", None),
+}

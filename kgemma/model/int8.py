@@ -38,6 +38,7 @@ import functools
 import keras
 
 from kgemma.model import dtypes
+from kgemma.model.compiled import built_once
 from kgemma.model.compiled import torch_compiled
 from kgemma.model.compiled import with_own_code
 
@@ -111,42 +112,42 @@ def int8_kernel(kernel, onednn=None):
     return torch.ops.onednn.qlinear_prepack(quantized.t().contiguous(), None), scale
 
 
-def int8_projection(layer, x, kernel):
-    """`x @ kernel()` for `layer`'s frozen kernel as an int8 matmul (the quantized kernel
-    cached on the layer). `kernel` returns the float kernel laid out `(in, out)`; it is
-    called only when the kernel is quantized. Where autograd wants `x`'s gradient, it is
-    an int8 matmul of the output's gradient with the kernel's transpose; the kernel gets
-    none."""
+def int8_projection(x, kernel, transposed=None, onednn=False):
+    """`x @ kernel` as an int8 matmul, from the kernel's `int8_kernel` `(weights, scale)`;
+    `onednn` says which kind they are (torch.compile's stand-in for oneDNN's packed
+    weights does not say). Where autograd wants `x`'s gradient, it is an int8 matmul of
+    the output's gradient with the kernel's transpose, whose `int8_kernel` is
+    `transposed`; the kernel gets none. Plain torch, for a compiled block to trace (eager,
+    each step is a pass over memory: `int8_matmul` is the one compiled alone)."""
     import torch
 
-    weights, scale = cached_int8_kernel(layer, kernel)
+    matmul = _onednn_matmul if onednn else _int_mm_matmul
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return int8_matmul(x, weights, scale)
-    return _int8_projection_function().apply(x, weights, scale, lambda: cached_int8_kernel(layer, kernel, True))
+        return matmul(x, *kernel)
+    if transposed is None:
+        raise ValueError("int8_projection needs the transposed kernel to give its input a gradient.")
+    return int8_projection_function().apply(x, *kernel, *transposed, matmul)
 
 
-@functools.cache
-def _int8_projection_function():
+@built_once
+def int8_projection_function():
     """The autograd function of `int8_projection`, built on first use (this module
     imports torch only on the torch backend)."""
     import torch
 
     class Int8Projection(torch.autograd.Function):
         @staticmethod
-        def forward(x, weights, scale, transposed):
-            return int8_matmul(x, weights, scale)
+        def forward(x, weights, scale, transposed, transposed_scale, matmul):
+            return matmul(x, weights, scale)
 
         @staticmethod
         def setup_context(ctx, inputs, output):
-            # The transposed kernel is quantized on the first backward pass, not before:
-            # scoring and the prefix pass never need it.
-            ctx.transposed = inputs[3]
+            ctx.save_for_backward(inputs[3], inputs[4])
+            ctx.matmul = inputs[5]
 
         @staticmethod
         def backward(ctx, grad):
-            # Contiguous: the gradient's strides vary with the op above, and torch
-            # would compile `int8_matmul` again for each.
-            return int8_matmul(grad.contiguous(), *ctx.transposed()), None, None, None
+            return ctx.matmul(grad.contiguous(), *ctx.saved_tensors), None, None, None, None, None
 
     return Int8Projection
 

@@ -9,14 +9,16 @@ The adapters are layers of their own, owned by the task model; the backbone keep
 its plain weights, so a backbone rebuilt from its config takes the same adapters.
 """
 
-import functools
+import math
 import re
 import string
 
 import keras
-import numpy as np
 from keras import ops
 
+from kgemma.model.compiled import built_once
+from kgemma.model.dropout import dropout_seed
+from kgemma.model.dropout import hashed_dropout
 from kgemma.model.dropout import seeded_dropout
 
 # Which projections each named target set adapts, by keras-hub's Gemma layer names.
@@ -90,13 +92,28 @@ class LoRAAdapter(keras.layers.Layer):
         self.lora_b = self.add_weight(name="lora_b", shape=self.b_shape, initializer="zeros", dtype="float32")
         self.built = True
 
+    @property
+    def scale(self):
+        """The update's scale, `alpha / rank`."""
+        return self.alpha / self.rank
+
     def call(self, inputs, training=None):
         x = seeded_dropout(self.dropout_layer, inputs, training)
         a, b = ops.cast(self.lora_a, x.dtype), ops.cast(self.lora_b, x.dtype)
         if self._flat and keras.backend.backend() == "torch":
-            return torch_low_rank_update(x, a, b, self.alpha / self.rank, self._batch_rank)
+            return torch_low_rank_update(x, a, b, self.scale, self._batch_rank)
         update = ops.einsum(self.b_equation, ops.einsum(self.a_equation, x, a), b)
-        return update * ops.cast(self.alpha / self.rank, x.dtype)
+        return update * ops.cast(self.scale, x.dtype)
+
+    def torch_branch(self, training=None):
+        """This adapter as tensors for `torch_lora_update` (torch backend): `(a, b, seed)`,
+        the weights and, in training with dropout, the seed of this call's mask, drawn
+        here from the layer's generator as `call` draws it; else `None`."""
+        if not self._flat:
+            raise ValueError(f"{self.name}'s einsum {self.equation!r} does not contract its input's trailing axes.")
+        training = training and self.dropout > 0
+        seed = dropout_seed(self.dropout_layer.seed_generator) if training else None
+        return self.lora_a.value, self.lora_b.value, seed
 
     def attach(self, layer):
         """Route `layer`'s forward pass through this adapter: `layer(x) + self(x)`.
@@ -151,13 +168,25 @@ def torch_low_rank_update(x, a, b, scale, batch_rank):
     speed of the wide one (2.6 against 0.45 ms), and `torch.einsum` chose the narrow form:
     a branch's forward and backward took 30-55% less time this way (docs/performance.md).
     """
-    rows = x.reshape(-1, int(np.prod(a.shape[:-1])))
-    update = _low_rank_function().apply(rows, a.reshape(-1, a.shape[-1]), b.reshape(b.shape[0], -1), scale)
+    rows = x.reshape(-1, math.prod(a.shape[:-1]))  # math, not numpy: torch.compile traces it
+    update = low_rank_function().apply(rows, a.reshape(-1, a.shape[-1]), b.reshape(b.shape[0], -1), scale)
     return update.reshape(*x.shape[:batch_rank], *b.shape[1:])
 
 
-@functools.cache
-def _low_rank_function():
+def torch_lora_update(x, branch, scale, rate):
+    """A LoRA branch's update of `x` (`(..., in)`, the adapted einsum's input axes flat),
+    `(..., out)` flat, from an adapter's `torch_branch` and its `scale` and dropout `rate`:
+    what the adapter's `call` computes on torch, from tensors alone, so that a compiled
+    block traces it."""
+    a, b, seed = branch
+    if seed is not None:
+        x = hashed_dropout(x, rate, seed)
+    update = torch_low_rank_update(x, a.to(x.dtype), b.to(x.dtype), scale, x.ndim - 1)
+    return update.reshape(*x.shape[:-1], -1)
+
+
+@built_once
+def low_rank_function():
     """The autograd function of `torch_low_rank_update`, built on first use (torch only)."""
     import torch
 
