@@ -348,6 +348,25 @@ def test_each_grad_mode_compiles_within_a_budget_of_its_own():
                     np.testing.assert_array_equal(doubled(x).detach().numpy(), np.full((rows, 5), 2.0))
 
 
+@pytest.mark.skipif(not ON_TORCH, reason="compiled on torch only: make test runs this with KERAS_BACKEND=torch")
+@pytest.mark.parametrize("int8", [True, False])
+def test_a_torch_block_compiles_into_one_graph_in_training_and_scoring(make_classifier, int8):
+    import torch
+
+    # A graph break splits a block into pieces that each rescale, quantize and mask in
+    # passes of their own again (a `numpy.prod` in the LoRA branch and the autograd
+    # functions' class statements did), with the results unchanged: only counted here.
+    clf = adapted(make_classifier("gemma3", frozen_int8=int8))
+    features = features_of(clf)
+    torch._dynamo.reset()  # compiled again here, whatever the tests before compiled
+    torch._dynamo.utils.counters.clear()
+    logits = clf.forward_model()(features, training=True)  # LoRA dropout on, gradients wanted
+    torch.autograd.grad(logits.sum(), [clf.lora_adapters[0].lora_a.value])
+    clf.scoring_model().predict_on_batch(features)
+    assert sum(torch._dynamo.utils.counters["graph_break"].values()) == 0
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2
+
+
 def test_causal_chunks_compute_the_attention_of_one_chunk():
     from kgemma.model import fused_blocks
 

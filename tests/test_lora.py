@@ -198,6 +198,14 @@ def test_torch_dropout_drops_at_its_rate_keeps_the_mean_and_repeats_with_its_see
     assert not torch.equal(y, torch_dropout(x, 0.25, keras.random.SeedGenerator(8)))
     y.sum().backward()  # the gradient is the mask, scaled
     np.testing.assert_allclose(x.grad.numpy(), y.detach().numpy())
+    # The mask is a function of the seed alone: compiled (as in a fused block) or eager, the same.
+    from kgemma.model.dropout import _keep
+    from kgemma.model.dropout import hashed_dropout
+
+    seed = torch.tensor(12345, dtype=torch.int64)
+    x = torch.randn(3, 40, 17)
+    eager = _keep.__wrapped__(x, seed, round(0.25 * 65536), 65536 / (65536 - round(0.25 * 65536)))
+    assert torch.equal(hashed_dropout(x, 0.25, seed), eager)
 
 
 def test_head_and_lora_dropout_masks_follow_their_layers_seeds_not_the_global_generator(make_classifier):
