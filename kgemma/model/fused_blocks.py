@@ -17,6 +17,7 @@ Backbones it cannot run exactly (Gemma 1 and 2, attention soft caps, bidirection
 vision models, quantized layers) take keras-hub's own blocks: `supports_fused` says which.
 """
 
+import contextlib
 import functools
 
 import keras
@@ -356,7 +357,7 @@ def _project(layer, x, context, layout=None, layer_input=None, training=None):
     """`x @ kernel` for `layer`'s kernel laid out `(in, out)` by `layout` (default: as it
     is), plus the LoRA adapter attached to `layer`, if any, on the input in the layout the
     layer's einsum takes (`layer_input`, default `x`)."""
-    weights = layer.kernel if layout is None else layout(layer.kernel)
+    weights = _laid_out(layer.kernel, layout)
     y = _matmul(x, weights, context.shape(weights.shape[-1]))
     adapter = getattr(layer, "kgemma_lora", None)
     if adapter is None:
@@ -391,7 +392,7 @@ def _torch_block(block, x, context, training):
         if adapter is not None:
             lora[name] = (adapter.scale, adapter.dropout)
         if context.int8:
-            kernel = _laid_out(layer, layout)
+            kernel = functools.partial(_laid_out, layer.kernel, layout)  # called on a cache miss only
             weights = cached_int8_kernel(layer, kernel)
             # The transpose gives the input its gradient; scoring never quantizes it.
             transposed = cached_int8_kernel(layer, kernel, True) if gradient else None
@@ -414,11 +415,10 @@ def _torch_block(block, x, context, training):
         bool(training),
         x.requires_grad,
     )
-    if x.device.type == "meta":
-        # Keras's symbolic build (shapes only, on torch's meta device): nothing to compile.
-        with torch.compiler.set_stance("force_eager"):
-            return _compiled_block(key)(x, list(scales), tensors, projections)
-    return _compiled_block(key)(x, list(scales), tensors, projections)
+    # Keras's symbolic build (shapes only, on torch's meta device): nothing to compile.
+    meta = x.device.type == "meta"
+    with torch.compiler.set_stance("force_eager") if meta else contextlib.nullcontext():
+        return _compiled_block(key)(x, list(scales), tensors, projections)
 
 
 def _projection(block, name):
@@ -427,9 +427,9 @@ def _projection(block, name):
     return getattr(block if owner is None else getattr(block, owner), attribute)
 
 
-def _laid_out(layer, layout):
-    """A function returning `layer`'s kernel laid out `(in, out)`, for `cached_int8_kernel`."""
-    return lambda: layer.kernel if layout is None else layout(layer.kernel)
+def _laid_out(kernel, layout):
+    """`kernel` laid out `(in, out)` by `layout` (a `PROJECTIONS` entry's; None: as it is)."""
+    return kernel if layout is None else layout(kernel)
 
 
 @functools.cache
@@ -438,15 +438,11 @@ def _compiled_block(key):
     apart), compiled, under a code object of its own."""
     from kgemma.model.compiled import torch_compiled
     from kgemma.model.int8 import int8_projection
-    from kgemma.model.int8 import int8_projection_function
-    from kgemma.model.lora import low_rank_function
     from kgemma.model.lora import torch_lora_update
 
     chunks, int8, onednn, epsilons, numbers, lora, *_ = key
     lora = dict(lora)
-    # Factories called here, outside the compiled function, which would trace them.
-    attend = _attend(chunks)
-    int8_projection_function(), low_rank_function()
+    attend = _attend(chunks)  # a cached factory, called here: torch.compile would trace it
 
     def block(x, scales, attention_tensors, projections):
         context = _BatchContext(x, None)  # for reshapes, from the traced batch
@@ -456,12 +452,12 @@ def _compiled_block(key):
             if int8:
                 y = int8_projection(inputs, kernel, transposed, onednn)
             else:
-                layout = PROJECTIONS[name][2]
-                weights = kernel if layout is None else layout(kernel)
+                weights = _laid_out(kernel, PROJECTIONS[name][2])
                 y = _matmul(inputs, weights, context.shape(weights.shape[-1]))
             if branch is None:
                 return y
-            return y + torch_lora_update(inputs, branch, *lora[name]).to(y.dtype)
+            update = torch_lora_update(inputs, branch, *lora[name], inputs.ndim - 1)
+            return y + update.reshape(*inputs.shape[:-1], -1).to(y.dtype)
 
         def attend_heads(q, k, v):
             return attend(q, k, v, *attention_tensors, *numbers)

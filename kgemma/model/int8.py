@@ -106,6 +106,7 @@ def int8_kernel(kernel, onednn=None):
     quantized, scale = quantize_columns(kernel, _PAIR_SAFE_LEVELS if onednn else _LEVELS)
     # The output width, a constant in `int8_matmul`'s compiled code (see there).
     torch._dynamo.mark_static(scale, 0)
+    int8_projection_function()  # built here, outside any compiled function (which would trace it)
     if not onednn:
         return quantized, scale
     onednn_int8_op()  # registered here, outside any compiled function

@@ -98,10 +98,10 @@ class LoRAAdapter(keras.layers.Layer):
         return self.alpha / self.rank
 
     def call(self, inputs, training=None):
+        if self._flat and keras.backend.backend() == "torch":
+            return torch_lora_update(inputs, self.torch_branch(training), self.scale, self.dropout, self._batch_rank)
         x = seeded_dropout(self.dropout_layer, inputs, training)
         a, b = ops.cast(self.lora_a, x.dtype), ops.cast(self.lora_b, x.dtype)
-        if self._flat and keras.backend.backend() == "torch":
-            return torch_low_rank_update(x, a, b, self.scale, self._batch_rank)
         update = ops.einsum(self.b_equation, ops.einsum(self.a_equation, x, a), b)
         return update * ops.cast(self.scale, x.dtype)
 
@@ -113,6 +113,7 @@ class LoRAAdapter(keras.layers.Layer):
             raise ValueError(f"{self.name}'s einsum {self.equation!r} does not contract its input's trailing axes.")
         training = training and self.dropout > 0
         seed = dropout_seed(self.dropout_layer.seed_generator) if training else None
+        low_rank_function()  # built here, eagerly: torch.compile would trace its class statement
         return self.lora_a.value, self.lora_b.value, seed
 
     def attach(self, layer):
@@ -173,16 +174,14 @@ def torch_low_rank_update(x, a, b, scale, batch_rank):
     return update.reshape(*x.shape[:batch_rank], *b.shape[1:])
 
 
-def torch_lora_update(x, branch, scale, rate):
-    """A LoRA branch's update of `x` (`(..., in)`, the adapted einsum's input axes flat),
-    `(..., out)` flat, from an adapter's `torch_branch` and its `scale` and dropout `rate`:
-    what the adapter's `call` computes on torch, from tensors alone, so that a compiled
-    block traces it."""
+def torch_lora_update(x, branch, scale, rate, batch_rank):
+    """A LoRA branch's update of `x` from an adapter's `torch_branch` and its `scale` and
+    dropout `rate` (`torch_low_rank_update`'s shapes): what the adapter's `call` computes on
+    torch, from tensors alone, so that a compiled block traces it."""
     a, b, seed = branch
     if seed is not None:
         x = hashed_dropout(x, rate, seed)
-    update = torch_low_rank_update(x, a.to(x.dtype), b.to(x.dtype), scale, x.ndim - 1)
-    return update.reshape(*x.shape[:-1], -1)
+    return torch_low_rank_update(x, a.to(x.dtype), b.to(x.dtype), scale, batch_rank)
 
 
 @built_once
