@@ -7,8 +7,12 @@ Builds the embedded classifier (`--dtype`, default `auto` as `kgemma-train`'s; `
 default every block; `--frozen-int8/--no-frozen-int8`, default the classifier's own choice for this
 machine) and the model `kgemma.training` trains without a cached prefix, so every block runs
 forward and backward. For each length, a batch of `--batch-size` rows of random tokens that long:
-two untimed training steps and scoring calls (the compiles), then `--rounds` of each, the step and
-the scoring call alternating. Prints one JSON line per length with every time and the best.
+two training steps and scoring calls left out of the best (the compiles), then `--rounds` of each,
+the step and the scoring call alternating. Prints one JSON line per length with every time and the
+best; `warmup_train_s` and `warmup_score_s` are the first two calls', so with an empty compile
+cache (`TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)`) and lengths in a row (`--lengths 128,144,160`:
+torch compiles for the first length's shapes, then once more for any length) they show what
+compiling costs.
 `--profile` adds torch.profiler's table of the ops that took the most time in one more step
 (torch backend). It asserts nothing.
 """
@@ -61,9 +65,10 @@ def main(lengths, batch_size, dtype, lora_layers, frozen_int8, rounds, profile):
         def score():
             clf.logits_for_features(batch)
 
+        warmup = {"train": [], "score": []}
         for _ in range(2):
-            train()
-            score()
+            warmup["train"].append(seconds(train))
+            warmup["score"].append(seconds(score))
         times = {"train": [], "score": []}
         for _ in range(rounds):
             times["train"].append(seconds(train))
@@ -78,6 +83,7 @@ def main(lengths, batch_size, dtype, lora_layers, frozen_int8, rounds, profile):
                     "batch": [batch_size, length],
                     **{f"{k}_best_s": round(min(v), 3) for k, v in times.items()},
                     **{f"{k}_s": [round(t, 3) for t in v] for k, v in times.items()},
+                    **{f"warmup_{k}_s": [round(t, 2) for t in v] for k, v in warmup.items()},
                 }
             ),
             flush=True,

@@ -213,8 +213,10 @@ def _gated(gate, up):
 # The query chunks of the causal attention, by the batch's length: `(shortest length, chunks)`.
 # A chunk's queries score only the keys up to its own last position (the causal mask hides
 # the rest), so `n` chunks compute `(n + 1) / 2n` of the scores. Fewer, larger chunks keep
-# the batched matmuls efficient on short batches (docs/performance.md).
-_CAUSAL_CHUNKS = ((448, 8), (256, 4), (224, 2), (0, 1))
+# the batched matmuls efficient on short batches, and few counts keep torch's compiles few:
+# each count compiles graphs of its own, and 2 chunks below 256 tokens saved too little
+# for theirs (docs/performance.md).
+_CAUSAL_CHUNKS = ((448, 8), (256, 4), (0, 1))
 
 
 def causal_chunks(length):
@@ -400,6 +402,11 @@ def _torch_block(block, x, context, training):
             projections[name] = (weights, transposed, branch)
         else:
             projections[name] = (layer.kernel.value, None, branch)
+    if gradient and lora and not x.requires_grad:
+        # The lowest adapted block's input (the frozen embeddings' or prefix's output) as
+        # the others': one training graph to compile, not two, for the price of an input
+        # gradient nobody reads (docs/performance.md).
+        x = x.detach().requires_grad_()
     tensors, numbers = _attention_inputs(block.attention, context)
     scales, epsilons = zip(*_norms(block))
     key = (
