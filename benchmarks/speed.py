@@ -299,10 +299,11 @@ QUICK = {"sample": 16, "lengths": "256", "dtypes": "bfloat16", "lora_layers_opti
 )
 @click.option("--jit-compile/--no-jit-compile", default=None, help="Force XLA on or off (default: Keras decides).")
 @click.option(
-    "--frozen-int8",
-    is_flag=True,
+    "--frozen-int8/--no-frozen-int8",
+    default=None,
     help="kgemma's frozen projections as int8 matmuls (KERAS_BACKEND=torch): the fixed-length frozen forward, "
-    "the prefix pass, training and scoring (LoRA branches and head stay float).",
+    "the prefix pass, training and scoring (LoRA branches and head stay float). Default: the classifier's own "
+    "choice for this machine, as kgemma-train's.",
 )
 @click.option("--real/--no-real", default=True, show_default=True, help="Also time the real IMDB length distribution.")
 @click.option("--peer/--no-peer", default=False, help="Also time the transformers + PEFT peer in the same run.")
@@ -369,7 +370,7 @@ def main(
                 "lora_layers": option,
                 "jit_compile": bool(clf.jit_compile),
                 "backend": keras.backend.backend(),
-                "frozen_int8": frozen_int8,
+                "frozen_int8": clf.frozen_int8,
             }
             if option == lora_layers_options.split(",")[0]:
                 fixed_lengths = [int(x) for x in lengths.split(",")]
@@ -478,6 +479,7 @@ def headline(results):
         "float32_ceiling_gflops": round(machine["float32_gflops"]),
     }
     for run in results["runs"]:
+        out.update(backend=run["backend"], frozen_int8=run["frozen_int8"])
         for row in run.get("fixed", []):
             if "gflops" in row:
                 key = (
