@@ -122,7 +122,7 @@ def int8_projection(x, kernel, transposed=None, onednn=False):
     each step is a pass over memory: `int8_matmul` is the one compiled alone)."""
     import torch
 
-    matmul = _onednn_matmul if onednn else _int_mm_matmul
+    matmul = _matmul_for(onednn)
     if not (torch.is_grad_enabled() and x.requires_grad):
         return matmul(x, *kernel)
     if transposed is None:
@@ -175,7 +175,7 @@ def int8_matmul(x, weights, scale):
     # in one grad mode: torch compiles a function again for each, and a training step
     # calls this both with gradients on (where the input needs none) and off.
     with torch.no_grad():
-        return _compiled_matmul(_matmul_for(weights), int(scale.shape[0]))(x, weights, scale)
+        return _compiled_matmul(_matmul_for(weights.is_mkldnn), int(scale.shape[0]))(x, weights, scale)
 
 
 @functools.cache
@@ -186,13 +186,14 @@ def _compiled_matmul(matmul, width):
 
 def eager_int8_matmul(x, weights, scale):
     """`int8_matmul` in eager torch: the reference the compiled function must equal."""
-    return _matmul_for(weights)(x, weights, scale)
+    return _matmul_for(weights.is_mkldnn)(x, weights, scale)
 
 
-def _matmul_for(weights):
-    # Chosen outside the compiled function: torch.compile's stand-in for a packed
-    # (mkldnn) tensor does not say that it is one.
-    return _onednn_matmul if weights.is_mkldnn else _int_mm_matmul
+def _matmul_for(onednn):
+    """The int8 matmul for weights packed by oneDNN (`onednn`, their `is_mkldnn`) or not.
+    Chosen outside a compiled function: torch.compile's stand-in for a packed (mkldnn)
+    tensor does not say that it is one."""
+    return _onednn_matmul if onednn else _int_mm_matmul
 
 
 def _int_mm_matmul(x, quantized, scale):
