@@ -384,6 +384,31 @@ def test_every_adapted_block_trains_through_one_compiled_graph(make_classifier):
     assert fused_blocks._compiled_block.cache_info().currsize == 1
 
 
+@pytest.mark.skipif(not ON_TORCH, reason="compiled on torch only: make test runs this with KERAS_BACKEND=torch")
+def test_lengths_of_one_causal_chunk_share_one_graph_from_the_first(make_classifier):
+    import torch
+
+    from kgemma.model.fused_blocks import causal_chunks
+
+    # Left to torch, the first length compiles a static graph and the second a symbolic
+    # one (each ~20-45 s for the embedded model); the second must compile nothing.
+    clf = adapted(make_classifier("gemma3", sequence_length=64))
+    scoring = clf.scoring_model()
+    rng = np.random.default_rng(0)
+    torch._dynamo.reset()
+
+    def new_graphs(length):
+        assert causal_chunks(length) == 1
+        ids = rng.integers(4, 300, size=(2, length)).astype("int32")
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        scoring.predict_on_batch({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+        return torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs
+
+    assert new_graphs(16) >= 1
+    assert new_graphs(48) == 0
+    assert new_graphs(32) == 0
+
+
 def test_causal_chunks_compute_the_attention_of_one_chunk():
     from kgemma.model import fused_blocks
 

@@ -409,8 +409,9 @@ def _torch_block(block, x, context, training):
         x = x.detach().requires_grad_()
     tensors, numbers = _attention_inputs(block.attention, context)
     scales, epsilons = zip(*_norms(block))
+    chunks = causal_chunks(context.length)
     key = (
-        causal_chunks(context.length),
+        chunks,
         context.int8,
         onednn,
         epsilons,
@@ -424,8 +425,26 @@ def _torch_block(block, x, context, training):
     )
     # Keras's symbolic build (shapes only, on torch's meta device): nothing to compile.
     meta = x.device.type == "meta"
+    if chunks == 1 and not meta:
+        _length_symbolic(x, tensors)
     with torch.compiler.set_stance("force_eager") if meta else contextlib.nullcontext():
         return _compiled_block(key)(x, list(scales), tensors, projections)
+
+
+def _length_symbolic(x, attention_tensors):
+    """Mark the length axes of a block's inputs symbolic for torch.compile before it
+    compiles: the axes its automatic dynamic shapes mark at a batch's second length
+    (`TORCH_LOGS=dynamic` lists them: the states', the rotary tables' and the attention
+    bias's with its base's). Left to torch, a run compiles a graph for its first length and
+    a symbolic one at the next; this way one symbolic graph serves every length from the
+    start. Only for batches of one causal chunk: with chunks, symbolic slice bounds made
+    steps ~10% slower than a static graph's, and compiled longer (docs/performance.md)."""
+    import torch
+
+    cos, signed_sin, bias = attention_tensors[:3]
+    for tensor, axes in ((x, (1,)), (cos, (1,)), (signed_sin, (1,)), (bias, (2, 4)), (bias._base, (1, 2))):
+        for axis in axes if tensor is not None else ():
+            torch._dynamo.maybe_mark_dynamic(tensor, axis)
 
 
 def _projection(block, name):
